@@ -1,0 +1,31 @@
+// GroupNorm on [N, C, S] (S = H·W): one workgroup per (item, group), two-pass f32
+// statistics over the group's C/G·S values, per-channel affine, optional fused
+// activation (SiLU in SD's resnets). Defines: WG, ACT.
+//!include reduce.wgsl
+//!include activations.wgsl
+struct Params { C: u32, S: u32, groups: u32, eps: f32 }
+@group(0) @binding(0) var<uniform> p: Params;
+@group(0) @binding(1) var<storage, read> x: array<TX>;
+@group(0) @binding(2) var<storage, read> gamma: array<TGamma>;
+@group(0) @binding(3) var<storage, read> beta: array<TBeta>;
+@group(0) @binding(4) var<storage, read_write> y: array<TY>;
+
+@compute @workgroup_size(WG)
+fn main(@builtin(workgroup_id) wg: vec3u, @builtin(local_invocation_index) lid: u32) {
+  let g = wg.x;
+  let n = wg.y;
+  let cpg = p.C / p.groups;
+  let count = cpg * p.S;
+  let base = (n * p.C + g * cpg) * p.S;
+  var s = 0.0;
+  for (var i = lid; i < count; i += WG) { s += f32(x[base + i]); }
+  let mean = wg_sum(s, lid) / f32(count);
+  var s2 = 0.0;
+  for (var i = lid; i < count; i += WG) { let d = f32(x[base + i]) - mean; s2 += d * d; }
+  let rstd = inverseSqrt(wg_sum(s2, lid) / f32(count) + p.eps);
+  for (var i = lid; i < count; i += WG) {
+    let c = g * cpg + i / p.S;
+    let v = (f32(x[base + i]) - mean) * rstd * f32(gamma[c]) + f32(beta[c]);
+    y[base + i] = TY(activate(v, ACT, 0.0));
+  }
+}

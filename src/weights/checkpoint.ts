@@ -1,0 +1,135 @@
+/**
+ * One model's weights, whatever the file layout: a single .safetensors file, a
+ * Hugging Face folder (model.safetensors / diffusion_pytorch_model.safetensors), or a
+ * sharded folder described by `*.safetensors.index.json`.
+ */
+import fs from 'node:fs';
+import nodePath from 'node:path';
+import { DrError } from '../errors.js';
+import { SafetensorsFile, type TensorInfo } from './safetensors.js';
+
+const SINGLE_FILE_NAMES = ['model.safetensors', 'diffusion_pytorch_model.safetensors'];
+
+export class Checkpoint {
+  private constructor(
+    /** What the user named (file or folder); used in error messages. */
+    readonly path: string,
+    private readonly files: SafetensorsFile[],
+    private readonly byTensor: Map<string, SafetensorsFile>,
+  ) {}
+
+  static open(pathOrDir: string): Checkpoint {
+    let stat: fs.Stats;
+    try {
+      stat = fs.statSync(pathOrDir);
+    } catch {
+      throw new DrError(`${pathOrDir}: no such file or folder`);
+    }
+    if (!stat.isDirectory()) {
+      return pathOrDir.endsWith('.index.json')
+        ? Checkpoint.openIndex(pathOrDir, pathOrDir)
+        : Checkpoint.openSingle(pathOrDir, pathOrDir);
+    }
+
+    const names = fs.readdirSync(pathOrDir);
+    const found = names.filter((n) => SINGLE_FILE_NAMES.includes(n) || n.endsWith('.safetensors.index.json'));
+    if (found.length > 1) {
+      throw new DrError(`${pathOrDir}: found ${found.join(' and ')}; expected exactly one of them`);
+    }
+    if (found.length === 1) {
+      const file = nodePath.join(pathOrDir, found[0]);
+      return found[0].endsWith('.index.json') ? Checkpoint.openIndex(pathOrDir, file) : Checkpoint.openSingle(pathOrDir, file);
+    }
+    // Fallback for hand-made folders holding one arbitrarily named file.
+    const any = names.filter((n) => n.endsWith('.safetensors'));
+    if (any.length === 1) return Checkpoint.openSingle(pathOrDir, nodePath.join(pathOrDir, any[0]));
+    if (any.length > 1) {
+      throw new DrError(
+        `${pathOrDir}: several .safetensors files (${any.join(', ')}) but no *.safetensors.index.json saying how they fit together`,
+      );
+    }
+    throw new DrError(
+      `${pathOrDir}: no model.safetensors, diffusion_pytorch_model.safetensors or *.safetensors.index.json found`,
+    );
+  }
+
+  private static openSingle(label: string, file: string): Checkpoint {
+    const f = SafetensorsFile.open(file);
+    return new Checkpoint(label, [f], new Map([...f.tensors.keys()].map((k) => [k, f])));
+  }
+
+  private static openIndex(label: string, indexPath: string): Checkpoint {
+    let index: unknown;
+    try {
+      index = JSON.parse(fs.readFileSync(indexPath, 'utf-8'));
+    } catch (e) {
+      throw new DrError(`${indexPath}: cannot read shard index: ${(e as Error).message}`);
+    }
+    const weightMap = (index as { weight_map?: unknown } | null)?.weight_map;
+    if (typeof weightMap !== 'object' || weightMap === null || Array.isArray(weightMap)) {
+      throw new DrError(`${indexPath}: shard index has no "weight_map" object`);
+    }
+
+    const dir = nodePath.dirname(indexPath);
+    const shards = new Map<string, SafetensorsFile>();
+    const byTensor = new Map<string, SafetensorsFile>();
+    try {
+      for (const [tensor, shard] of Object.entries(weightMap)) {
+        if (typeof shard !== 'string') {
+          throw new DrError(`${indexPath}: weight_map entry for "${tensor}" is not a file name`);
+        }
+        let f = shards.get(shard);
+        if (!f) {
+          const shardPath = nodePath.join(dir, shard);
+          if (!fs.existsSync(shardPath)) {
+            throw new DrError(`${indexPath}: shard "${shard}" listed in the index is missing (${shardPath})`);
+          }
+          f = SafetensorsFile.open(shardPath);
+          shards.set(shard, f);
+        }
+        if (!f.tensors.has(tensor)) {
+          throw new DrError(`${indexPath}: index maps tensor "${tensor}" to shard "${shard}" but that shard has no such tensor`);
+        }
+        byTensor.set(tensor, f);
+      }
+    } catch (e) {
+      for (const f of shards.values()) f.close();
+      throw e;
+    }
+    return new Checkpoint(label, [...shards.values()], byTensor);
+  }
+
+  keys(): string[] {
+    return [...this.byTensor.keys()];
+  }
+
+  has(name: string): boolean {
+    return this.byTensor.has(name);
+  }
+
+  info(name: string): TensorInfo {
+    return this.fileOf(name).info(name);
+  }
+
+  readBytes(name: string): Uint8Array {
+    return this.fileOf(name).readBytes(name);
+  }
+
+  readF32(name: string): Float32Array {
+    return this.fileOf(name).readF32(name);
+  }
+
+  readInt32(name: string): Int32Array {
+    return this.fileOf(name).readInt32(name);
+  }
+
+  close(): void {
+    for (const f of this.files) f.close();
+  }
+
+  private fileOf(name: string): SafetensorsFile {
+    const f = this.byTensor.get(name);
+    if (!f) throw new DrError(`${this.path}: checkpoint has no tensor "${name}"`);
+    return f;
+  }
+}
