@@ -16,9 +16,11 @@
 /** Python's `\s` / `str.isspace` (JS's `\s` lacks \x1c-\x1f and \x85 and adds \ufeff). */
 export const PY_SPACE = '\\t-\\r\\x1c-\\x20\\x85\\xa0\\u1680\\u2000-\\u200a\\u2028\\u2029\\u202f\\u205f\\u3000';
 
-/** Byte i -> the character Latin-1 / Windows-1252 decode it to (WHATWG's 1252 passes 81, 8D, 8F, 90, 9D through, like ftfy's sloppy codec). */
+/** Byte i -> the character Latin-1 / Windows-1252 decode it to. Like ftfy's sloppy codec,
+ *  1252's unassigned 81, 8D, 8F, 90, 9D pass through. (Node 20's TextDecoder('windows-1252')
+ *  decodes as Latin-1, hence the table.) */
 const LATIN1 = String.fromCharCode(...Array.from({ length: 256 }, (_, i) => i));
-const CP1252 = new TextDecoder('windows-1252').decode(Uint8Array.from({ length: 256 }, (_, i) => i));
+const CP1252 = LATIN1.slice(0, 0x80) + '€\x81‚ƒ„…†‡ˆ‰Š‹Œ\x8dŽ\x8f\x90‘’“”•–—˜™š›œ\x9džŸ' + LATIN1.slice(0xa0);
 const UTF8 = new TextDecoder('utf-8', { fatal: true, ignoreBOM: true });
 
 // --- HTML entities ------------------------------------------------------------------
@@ -99,7 +101,8 @@ function ftfyUnescape(text: string): string {
 
 // --- Mojibake (ftfy's fix_encoding, Latin-1 / Windows-1252 only) -------------------------
 
-// ftfy's character categories (badness.py), keeping only what Latin-1 / Windows-1252 can encode.
+// ftfy's character categories (badness.py), keeping only characters Latin-1 / Windows-1252 can
+// encode: only text made of those can be repaired here.
 const BAD = '¤¦¨ª¬¯¸ºƒˆ˜†‡‰';
 const LAW = '§¶';
 const CURRENCY = '¢£¥€';
@@ -141,12 +144,13 @@ const BADNESS = new RegExp([
   `[a-z.,?!${END}]Â[ ${START}${END}]`,
 ].join('|'), 'u');
 
-// A run of UTF-8 sequences seen through Latin-1 / Windows-1252 (ftfy's UTF8_DETECTOR_RE);
-// a space may stand for a lost \xa0, and a run must not continue a longer garble.
-const CONT = '\\x80-\\xbf €‚ƒ„…†‡ˆ‰Š‹ŒŽ‘’“”•–—˜™š›œžŸ';
-const CONT_STRICT = '\\x80-\\xbfƒˆ‰Š‹ŒŽ˜™š›œžŸ€†‡';
+// A run of UTF-8 sequences seen through a single-byte code page (ftfy's UTF8_DETECTOR_RE, its
+// classes cut down to Latin-1 / 1252 characters as above); a space may stand for a lost \xa0,
+// and a run must not continue a longer garble.
+const CONT = '\\x80-\\xbf ÆØæøŒœŠšŸŽžƒˆ˜–—‘’‚“”„†‡•…‰‹›€™';
+const CONT_STRICT = '\\x80-\\xbfÆØæøŒœŠšŸŽžƒˆ˜†‡‰‹›€™';
 const UTF8_RUN = new RegExp(
-  `(?<![${CONT_STRICT}])(?:[\\xc2-\\xdf][${CONT}]|[\\xe0-\\xef][${CONT}]{2}|[ðó][${CONT}]{3})+`, 'gu');
+  `(?<![${CONT_STRICT}])(?:[\\xc2-\\xdfŠŽ][${CONT}]|[\\xe0-\\xef][${CONT}]{2}|[ðóš][${CONT}]{3})+`, 'gu');
 
 // Bytes (as a string of char codes 0-255) that would be UTF-8 had a \xa0 not become a space.
 const ALTERED_UTF8 = new RegExp('[\\xc2\\xc3\\xc5\\xce\\xd0\\xd9] |[\\xe2\\xe3] [\\x80-\\x84\\x86-\\x9f\\xa1-\\xbf]' +

@@ -1,0 +1,34 @@
+import cliProgress from 'cli-progress';
+
+/**
+ * A progress bar on stderr, shown only on a terminal and only for work with
+ * enough steps to be worth watching; otherwise every call is a no-op.
+ */
+export class Progress {
+  private readonly bar?: cliProgress.SingleBar;
+
+  constructor(label: string, total: number, opts: { minTotal?: number; unit?: string; bytes?: boolean } = {}) {
+    if (!process.stderr.isTTY || total < (opts.minTotal ?? 2)) return;
+    const fmt = opts.bytes ? '{value_mib}/{total_mib} MiB' : `{value}/{total} ${opts.unit ?? ''}`;
+    this.bar = new cliProgress.SingleBar(
+      { format: `${label} [{bar}] {percentage}% | ${fmt} | ETA {eta_formatted}`, stream: process.stderr, hideCursor: true, clearOnComplete: true },
+      cliProgress.Presets.shades_classic,
+    );
+    this.bar.start(total, 0, opts.bytes ? { value_mib: '0', total_mib: mib(total) } : {});
+    this.bytes = !!opts.bytes;
+  }
+
+  private bytes = false;
+  private value = 0;
+
+  tick(n = 1): void {
+    this.value += n;
+    this.bar?.update(this.value, this.bytes ? { value_mib: mib(this.value) } : {});
+  }
+
+  stop(): void {
+    this.bar?.stop();
+  }
+}
+
+const mib = (b: number): string => (b / 2 ** 20).toFixed(0);

@@ -1,0 +1,41 @@
+import { DrError } from '../errors.js';
+
+/**
+ * Runs a command body: user errors print one line and exit 1; anything else is a
+ * bug in dr and exits 70 with its message (stack with DR_DEBUG=1). Exits
+ * explicitly because a live Dawn instance keeps Node's event loop running.
+ */
+export async function runCommand(body: () => Promise<number | void>): Promise<never> {
+  let code = 0;
+  try {
+    code = (await body()) ?? 0;
+  } catch (err) {
+    if (err instanceof DrError) {
+      process.stderr.write(`dr: ${err.message}\n`);
+      code = 1;
+    } else {
+      const e = err as Error;
+      process.stderr.write(`dr: internal error: ${e?.message ?? String(err)}\n`);
+      if (process.env.DR_DEBUG === '1') process.stderr.write(`${e?.stack}\n`);
+      else process.stderr.write('dr: (set DR_DEBUG=1 to print the stack trace; please report it)\n');
+      code = 70;
+    }
+  }
+  // Let stdout drain before exiting (large --json output to a pipe).
+  await new Promise<void>((resolve) => (process.stdout.writableNeedDrain ? process.stdout.once('drain', resolve) : resolve()));
+  process.exit(code);
+}
+
+/** Parses a number option, naming the option in the error. */
+export function numberOption(name: string, value: string | undefined, check: (n: number) => boolean, what: string): number | undefined {
+  if (value === undefined) return undefined;
+  const n = Number(value);
+  if (!Number.isFinite(n) || !check(n)) throw new DrError(`${name}: expected ${what}, got "${value}"`);
+  return n;
+}
+
+export function precisionOption(value: string | undefined): 'auto' | 'f32' | 'f16' {
+  const p = value ?? 'auto';
+  if (p !== 'auto' && p !== 'f32' && p !== 'f16') throw new DrError(`--precision: expected auto, f32 or f16, got "${p}"`);
+  return p;
+}
