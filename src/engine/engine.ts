@@ -24,6 +24,15 @@ export interface Dispatch {
   workgroups: readonly [number, number?, number?];
 }
 
+export interface EngineOptions {
+  /**
+   * Caps the bytes one binding may cover below the adapter's limit, to exercise
+   * the row-chunked path of large tables on small models (tests), or to mimic a
+   * GPU with a lower limit.
+   */
+  maxBindingBytes?: number;
+}
+
 const WGSL_DIR = new URL('./wgsl/', import.meta.url);
 const UNIFORM_SLOT_BYTES = 256;
 const UNIFORM_ARENA_SLOTS = 2048;
@@ -49,8 +58,9 @@ export class Engine {
   /** Dispatches and submits since creation, for benchmarks and tests of batching. */
   readonly counters = { dispatches: 0, submits: 0 };
 
-  private constructor(readonly gpu: Gpu) {
+  private constructor(readonly gpu: Gpu, opts: EngineOptions) {
     const device = gpu.device;
+    this.maxBinding = Math.min(device.limits.maxStorageBufferBindingSize, opts.maxBindingBytes ?? Infinity);
     this.pool = new BufferPool(device);
     this.uniformSlot = Math.max(UNIFORM_SLOT_BYTES, gpu.device.limits.minUniformBufferOffsetAlignment);
     this.uniformGpu = device.createBuffer({
@@ -62,17 +72,16 @@ export class Engine {
     });
   }
 
-  static async create(): Promise<Engine> {
-    return new Engine(await getGpu());
+  static async create(opts: EngineOptions = {}): Promise<Engine> {
+    return new Engine(await getGpu(), opts);
   }
 
   get device(): GPUDevice {
     return this.gpu.device;
   }
 
-  get maxBinding(): number {
-    return this.device.limits.maxStorageBufferBindingSize;
-  }
+  /** Largest buffer one binding may cover: the adapter's limit, or a lower cap. */
+  readonly maxBinding: number;
 
   // ---- tensors -------------------------------------------------------------
 
