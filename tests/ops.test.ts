@@ -8,8 +8,8 @@ import { matmul, linear } from '../src/engine/ops/matmul.js';
 import { conv2d } from '../src/engine/ops/conv2d.js';
 import { attention } from '../src/engine/ops/attention.js';
 import { groupNorm, l2Normalize, layerNorm, softmax } from '../src/engine/ops/norms.js';
-import { add, div, gelu, leakyRelu, mean, mul, quickGelu, scale, sigmoid, silu, sub } from '../src/engine/ops/elementwise.js';
-import { cast, concat, expand, permute, slice } from '../src/engine/ops/copy.js';
+import { add, div, geglu, gelu, leakyRelu, mean, mul, quickGelu, scale, sigmoid, silu, sub } from '../src/engine/ops/elementwise.js';
+import { cast, concat, expand, permute, slice, upsampleNearest2x } from '../src/engine/ops/copy.js';
 import { gather } from '../src/engine/ops/gather.js';
 import { f32ToF16Bits, f16ToF32 } from '../src/engine/half.js';
 import { absMax, expectClose, rand } from './helpers.js';
@@ -258,5 +258,32 @@ describe('engine', () => {
     });
     expect(e.pool.stats.activationBytes).toBe(stats.activationBytes);
     expect(absMax(await e.read(y))).toBeGreaterThan(0);
+  });
+});
+
+describe('diffusion helpers', () => {
+  it('geglu: hidden · gelu(gate) on an odd width', async () => {
+    const [rows, F] = [7, 45];
+    const x = rand(rows * 2 * F, 40, 3);
+    const ref = Array.from({ length: rows * F }, (_, i) => {
+      const r = Math.floor(i / F);
+      const c = i % F;
+      return x[r * 2 * F + c] * geluRef(x[r * 2 * F + F + c]);
+    });
+    expectClose(await e.read(geglu(e, e.upload(x, [rows, 2 * F]))), ref, 1e-5, 1e-6);
+  });
+
+  it('upsampleNearest2x repeats each pixel into a 2×2 block', async () => {
+    const [N, C, H, W] = [2, 3, 3, 5];
+    const x = rand(N * C * H * W, 41);
+    const got = upsampleNearest2x(e, e.upload(x, [N, C, H, W]));
+    expect(got.shape).toEqual([N, C, 2 * H, 2 * W]);
+    const ref = Array.from({ length: N * C * 4 * H * W }, (_, i) => {
+      const w = i % (2 * W);
+      const h = Math.floor(i / (2 * W)) % (2 * H);
+      const nc = Math.floor(i / (4 * H * W));
+      return x[(nc * H + Math.floor(h / 2)) * W + Math.floor(w / 2)];
+    });
+    expect(Array.from(await e.read(got))).toEqual(ref);
   });
 });

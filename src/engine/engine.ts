@@ -161,6 +161,17 @@ export class Engine {
     return result;
   }
 
+  /**
+   * Debugging hook: when set, models report intermediate outputs by module path
+   * (`dr forward --trace`, parity tests). Reported tensors are kept alive.
+   */
+  tracer?: (name: string, t: Tensor) => void;
+
+  trace(name: string, t: Tensor): Tensor {
+    if (this.tracer) this.tracer(name, this.keep(t));
+    return t;
+  }
+
   /** Marks a tensor as outliving every scope (the caller releases it). */
   keep(t: Tensor): Tensor {
     for (const s of this.scopes) s.delete(t.base ?? t);

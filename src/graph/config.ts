@@ -27,6 +27,11 @@ export class ConfigFile {
     return ConfigFile.read(path.join(dir, name));
   }
 
+  /** The parsed object, for values with no typed accessor (lists, nulls). */
+  get raw(): Readonly<Record<string, unknown>> {
+    return this.data;
+  }
+
   has(key: string): boolean {
     return this.data[key] !== undefined && this.data[key] !== null;
   }

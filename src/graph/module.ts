@@ -42,6 +42,14 @@ export class Param {
 export abstract class Module {
   private readonly params = new Map<string, Param>();
   private readonly children = new Map<string, Module>();
+  private parent?: Module;
+  private name = '';
+
+  /** Dotted path from the root module, e.g. `down_blocks.0.resnets.1` (for traces). */
+  get path(): string {
+    const up = this.parent?.path;
+    return up ? `${up}.${this.name}` : this.name;
+  }
 
   protected param(name: string, shape: readonly number[], host = false): Param {
     const p = new Param(shape, host);
@@ -51,6 +59,8 @@ export abstract class Module {
 
   protected child<M extends Module>(name: string, module: M): M {
     this.children.set(name, module);
+    module.parent = this;
+    module.name = name;
     return module;
   }
 

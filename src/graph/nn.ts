@@ -3,7 +3,7 @@ import type { Engine } from '../engine/engine.js';
 import type { Tensor } from '../engine/tensor.js';
 import { conv2d } from '../engine/ops/conv2d.js';
 import { linear } from '../engine/ops/matmul.js';
-import { layerNorm } from '../engine/ops/norms.js';
+import { groupNorm, layerNorm } from '../engine/ops/norms.js';
 import type { Activation } from '../engine/ops/common.js';
 import { Module, type Param } from './module.js';
 
@@ -59,5 +59,20 @@ export class Conv2d extends Module {
 
   forward(e: Engine, x: Tensor, act: Activation = 'none'): Tensor {
     return conv2d(e, x, this.weight.t, { stride: this.stride, padding: this.padding, bias: this.bias?.t, act });
+  }
+}
+
+/** nn.GroupNorm with affine params; `act` fuses the activation that usually follows. */
+export class GroupNorm extends Module {
+  readonly weight: Param;
+  readonly bias: Param;
+  constructor(readonly groups: number, channels: number, readonly eps: number) {
+    super();
+    this.weight = this.param('weight', [channels]);
+    this.bias = this.param('bias', [channels]);
+  }
+
+  forward(e: Engine, x: Tensor, act: Activation = 'none'): Tensor {
+    return groupNorm(e, x, this.weight.t, this.bias.t, this.groups, this.eps, act);
   }
 }

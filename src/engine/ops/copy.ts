@@ -85,3 +85,14 @@ export function cast(e: Engine, x: Tensor, dtype: DType): Tensor {
   copyInto(e, x, contiguous(x.shape), out, contiguous(x.shape));
   return out;
 }
+
+/** Nearest-neighbour ×2 upsampling of [N, C, H, W] (a broadcast copy: no kernel of its own). */
+export function upsampleNearest2x(e: Engine, x: Tensor): Tensor {
+  assertShape('upsampleNearest2x', x.shape.length === 4, `need [N, C, H, W], got ${x}`);
+  const [N, C, H, W] = x.shape;
+  const out = e.empty([N, C, 2 * H, 2 * W], x.dtype);
+  // out viewed as [N·C, H, 2, W, 2]; the two size-2 axes read the same source pixel.
+  const shape = [N * C, H, 2, W, 2];
+  copyInto(e, x, { shape, strides: [H * W, W, 0, 1, 0], offset: 0 }, out, contiguous(shape));
+  return out;
+}

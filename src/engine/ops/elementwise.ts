@@ -77,3 +77,15 @@ export function mean(e: Engine, x: Tensor, axis: number): Tensor {
   e.run({ kernel: 'reduce_mean', bindings: { X: x, Y: y }, params: [outer, R, inner, groupsX], workgroups });
   return y;
 }
+
+/** GEGLU gate: x [..., 2F] = [hidden | gate] → hidden · gelu(gate) [..., F]. */
+export function geglu(e: Engine, x: Tensor): Tensor {
+  const F2 = x.shape.at(-1)!;
+  assertShape('geglu', F2 % 2 === 0, `last dimension of ${x} must be even`);
+  const F = F2 / 2;
+  const rows = x.size / F2;
+  const y = e.empty([...x.shape.slice(0, -1), F], x.dtype);
+  const { workgroups, groupsX } = elementwiseGrid(rows * F);
+  e.run({ kernel: 'geglu', bindings: { X: x, Y: y }, params: [rows, F, groupsX], workgroups });
+  return y;
+}
