@@ -287,3 +287,15 @@ describe('diffusion helpers', () => {
     expect(Array.from(await e.read(got))).toEqual(ref);
   });
 });
+
+describe('conv2d with asymmetric padding', () => {
+  it('pads (top 0, bottom 1, left 0, right 1) like the VAE downsampler\'s F.pad', async () => {
+    const [B, Cin, H, W, Cout] = [2, 3, 9, 8, 5];
+    const x = rand(B * Cin * H * W, 42);
+    const w = rand(Cout * Cin * 9, 43);
+    const got = conv2d(e, e.upload(x, [B, Cin, H, W]), e.upload(w, [Cout, Cin, 3, 3]), { stride: 2, padding: [0, 1, 0, 1] });
+    const ref = conv2dRef(x, w, undefined, [B, Cin, H, W], [Cout, Cin, 3, 3], 2, [0, 1, 0, 1]);
+    expect(got.shape).toEqual([B, Cout, ref.Ho, ref.Wo]);
+    expectClose(await e.read(got), ref.y);
+  });
+});

@@ -19,15 +19,16 @@ export function matmulRef(a: Float32Array, b: Float32Array, batch: number, M: nu
 }
 
 export function conv2dRef(x: Float32Array, w: Float32Array, bias: Float32Array | undefined,
-  [B, Cin, H, W]: number[], [Cout, , KH, KW]: number[], stride: number, pad: number): { y: Float64Array; Ho: number; Wo: number } {
-  const Ho = Math.floor((H + 2 * pad - KH) / stride) + 1;
-  const Wo = Math.floor((W + 2 * pad - KW) / stride) + 1;
+  [B, Cin, H, W]: number[], [Cout, , KH, KW]: number[], stride: number, padding: number | number[]): { y: Float64Array; Ho: number; Wo: number } {
+  const [top, bottom, left, right] = typeof padding === 'number' ? [padding, padding, padding, padding] : padding;
+  const Ho = Math.floor((H + top + bottom - KH) / stride) + 1;
+  const Wo = Math.floor((W + left + right - KW) / stride) + 1;
   const y = new Float64Array(B * Cout * Ho * Wo);
   for (let b = 0; b < B; b++) for (let co = 0; co < Cout; co++) for (let oh = 0; oh < Ho; oh++) for (let ow = 0; ow < Wo; ow++) {
     let s = bias ? bias[co] : 0;
     for (let ci = 0; ci < Cin; ci++) for (let kh = 0; kh < KH; kh++) for (let kw = 0; kw < KW; kw++) {
-      const ih = oh * stride - pad + kh;
-      const iw = ow * stride - pad + kw;
+      const ih = oh * stride - top + kh;
+      const iw = ow * stride - left + kw;
       if (ih < 0 || iw < 0 || ih >= H || iw >= W) continue;
       s += x[((b * Cin + ci) * H + ih) * W + iw] * w[((co * Cin + ci) * KH + kh) * KW + kw];
     }

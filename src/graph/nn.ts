@@ -1,7 +1,7 @@
 // Building blocks whose params carry PyTorch's names and layouts.
 import type { Engine } from '../engine/engine.js';
 import type { Tensor } from '../engine/tensor.js';
-import { conv2d } from '../engine/ops/conv2d.js';
+import { conv2d, type Conv2dOptions } from '../engine/ops/conv2d.js';
 import { linear } from '../engine/ops/matmul.js';
 import { groupNorm, layerNorm } from '../engine/ops/norms.js';
 import type { Activation } from '../engine/ops/common.js';
@@ -51,7 +51,7 @@ export class Embedding extends Module {
 export class Conv2d extends Module {
   readonly weight: Param;
   readonly bias?: Param;
-  constructor(inCh: number, outCh: number, kernel: number, readonly stride = 1, readonly padding = 0, bias = true) {
+  constructor(inCh: number, outCh: number, kernel: number, readonly stride = 1, readonly padding: Conv2dOptions['padding'] = 0, bias = true) {
     super();
     this.weight = this.param('weight', [outCh, inCh, kernel, kernel]);
     if (bias) this.bias = this.param('bias', [outCh]);
