@@ -3,11 +3,10 @@ import path from 'node:path';
 import { Command } from 'commander';
 import { DrError } from '../errors.js';
 import { Engine } from '../engine/engine.js';
-import type { Tensor } from '../engine/tensor.js';
-import { l2Normalize } from '../engine/ops/norms.js';
 import { ConfigFile } from '../graph/config.js';
-import { SafetensorsFile, writeSafetensors, type TensorToWrite } from '../weights/safetensors.js';
-import { loadClip, modelDir } from './models.js';
+import { SafetensorsFile, writeSafetensors } from '../weights/safetensors.js';
+import { forwardClip, forwardControlNet, forwardScheduler, forwardUNet, forwardVae, Outputs, type ForwardRun } from './forward_models.js';
+import { modelDir } from './models.js';
 import { precisionOption, runCommand } from './run.js';
 
 interface ForwardOptions {
@@ -16,22 +15,47 @@ interface ForwardOptions {
   out?: string;
   precision?: string;
   force?: boolean;
+  trace?: boolean;
+  stats?: boolean;
 }
+
+/** Model kinds by the class name in their config (diffusers `_class_name`, transformers `model_type`). */
+const RUNNERS: Record<string, (run: ForwardRun) => Promise<void>> = {
+  clip: forwardClip,
+  UNet2DConditionModel: forwardUNet,
+  ControlNetModel: forwardControlNet,
+  AutoencoderKL: forwardVae,
+  UniPCMultistepScheduler: forwardScheduler,
+};
 
 export function forwardCommand(): Command {
   return new Command('forward')
     .description('run one model folder on named input tensors and write its named outputs (debugging and parity)')
-    .requiredOption('-m, --model <dir>', 'Hugging Face model folder (config.json + *.safetensors)')
+    .requiredOption('-m, --model <dir>', 'a model folder: CLIP, or a diffusers unet/, vae/, controlnet/ or scheduler/ folder')
     .requiredOption('-i, --inputs <file>', 'safetensors file with the input tensors')
     .requiredOption('-o, --out <file>', 'safetensors file to write the outputs to')
     .option('--precision <p>', 'auto | f32 | f16', 'f32')
+    .option('--trace', 'also write every module output as intermediate.<model>.<module path>')
+    .option('--stats', 'print seconds per stage and peak GPU memory on stderr')
     .option('-f, --force', 'overwrite --out if it exists')
     .addHelpText('after', `
-CLIPModel folders: inputs pixel_values [B,3,S,S] (normalised) and/or input_ids [P,L] (int);
-outputs vision_last_hidden_state, vision_pooler_output, image_embeds(_normalized),
-vision_hidden_states.i, text_last_hidden_state, text_pooler_output, text_embeds(_normalized),
-text_hidden_states.i, and with both inputs logits_per_image, logits_per_text, logit_scale —
-the names of transformers' CLIPModel outputs, as in the clip-tiny fixture.`)
+Tensor names (those of the fixtures in shared/fixtures):
+  CLIPModel    in: pixel_values [B,3,S,S], input_ids [P,L]
+               out: vision_last_hidden_state, vision_pooler_output, image_embeds(_normalized),
+                    vision_hidden_states.i, text_* likewise, logits_per_image, logits_per_text
+  UNet         in: sample, timestep, encoder_hidden_states (+ caseN.* cases; optional
+                   down_block_additional_residuals.i, mid_block_additional_residual)   out: output
+  ControlNet   in: sample, timestep, encoder_hidden_states, controlnet_cond, [scaleK.]conditioning_scale
+               out: [scaleK.]down_block_res_samples.i, [scaleK.]mid_block_res_sample
+  VAE          in: image [B,3,H,W] in [-1,1], sample_noise, decode_input_latent_scaled
+               out: moments, posterior_mean/logvar/std, latent_mode_scaled, latent_sample_scaled,
+                    decoded, decoded_uint8_hwc
+  UniPC        in: initial_latent, model_output.i (the folder holds scheduler_config.json;
+                   num_inference_steps from the input file's metadata or --steps)
+               out: timesteps, sigmas, latent.i
+
+Example:
+  dr forward --model sd/unet --inputs unet_io.safetensors --out mine.safetensors --trace --stats`)
     .action((opts: ForwardOptions) => runCommand(() => forward(opts)));
 }
 
@@ -39,49 +63,34 @@ async function forward(opts: ForwardOptions): Promise<void> {
   const dir = modelDir(opts.model, '--model');
   const out = path.resolve(opts.out!);
   if (fs.existsSync(out) && !opts.force) throw new DrError(`${opts.out}: already exists (use --force to overwrite)`);
-  const config = ConfigFile.inDir(dir);
-  const type = config.str('model_type', '') || config.str('_class_name', 'unknown');
-  if (type !== 'clip') {
-    throw new DrError(`${config.file}: model "${type}" is not supported by dr forward yet (supported: CLIPModel folders)`);
-  }
+  const kind = modelKind(dir);
   const inputs = SafetensorsFile.open(opts.inputs!);
   try {
     const e = await Engine.create();
-    const model = loadClip(e, dir, precisionOption(opts.precision));
-    const outputs: { name: string; t: Tensor }[] = [];
-    const add = (name: string, t: Tensor): void => void outputs.push({ name, t });
-    let image: Tensor | undefined;
-    let text: Tensor | undefined;
-
-    if (inputs.tensors.has('pixel_values')) {
-      const info = inputs.info('pixel_values');
-      const v = model.encodeImage(e, e.upload(inputs.readF32('pixel_values'), info.shape), true);
-      v.hiddenStates.forEach((h, i) => add(`vision_hidden_states.${i}`, h));
-      add('vision_last_hidden_state', v.lastHiddenState);
-      add('vision_pooler_output', v.pooled);
-      add('image_embeds', (image = v.embeds));
-      add('image_embeds_normalized', l2Normalize(e, image));
+    const run: ForwardRun = { e, dir, inputs, precision: precisionOption(opts.precision), out: new Outputs(), trace: !!opts.trace, timings: {} };
+    await RUNNERS[kind](run);
+    writeSafetensors(out, await run.out.collect(e), { model: dir, producer: 'dr forward' });
+    if (opts.stats) {
+      const s = e.pool.stats;
+      const mib = (b: number): string => `${(b / 2 ** 20).toFixed(1)} MiB`;
+      for (const [label, sec] of Object.entries(run.timings)) process.stderr.write(`${label.padEnd(12)} ${sec.toFixed(3)} s\n`);
+      process.stderr.write(`peak GPU     ${mib(s.peakBytes)} (weights ${mib(s.weightBytes)})\n`);
     }
-    if (inputs.tensors.has('input_ids')) {
-      const info = inputs.info('input_ids');
-      if (info.shape.length !== 2) throw new DrError(`${opts.inputs}: input_ids must be [P, L], got [${info.shape}]`);
-      const t = model.encodeText(e, inputs.readInt32('input_ids'), info.shape[1], true);
-      t.hiddenStates.forEach((h, i) => add(`text_hidden_states.${i}`, h));
-      add('text_last_hidden_state', t.lastHiddenState);
-      add('text_pooler_output', t.pooled);
-      add('text_embeds', (text = t.embeds));
-      add('text_embeds_normalized', l2Normalize(e, text));
-    }
-    if (!image && !text) throw new DrError(`${opts.inputs}: no pixel_values or input_ids tensor`);
-    if (image && text) {
-      add('logits_per_image', model.logits(e, model.cosine(e, image, text)));
-      add('logits_per_text', model.logits(e, model.cosine(e, text, image)));
-    }
-    const tensors: TensorToWrite[] = [];
-    for (const { name, t } of outputs) tensors.push({ name, dtype: 'F32', shape: [...t.shape], data: await e.read(t) });
-    if (image && text) tensors.push({ name: 'logit_scale', dtype: 'F32', shape: [1], data: model.logit_scale.hostValue });
-    writeSafetensors(out, tensors, { model: dir, producer: 'dr forward' });
   } finally {
     inputs.close();
   }
+}
+
+function modelKind(dir: string): string {
+  if (fs.existsSync(path.join(dir, 'scheduler_config.json'))) {
+    const c = ConfigFile.inDir(dir, 'scheduler_config.json');
+    return known(c.str('_class_name', 'unknown'), c.file);
+  }
+  const c = ConfigFile.inDir(dir);
+  return known(c.str('model_type', '') || c.str('_class_name', 'unknown'), c.file);
+}
+
+function known(kind: string, file: string): string {
+  if (kind in RUNNERS) return kind;
+  throw new DrError(`${file}: model "${kind}" is not supported by dr forward (supported: CLIPModel, ${Object.keys(RUNNERS).slice(1).join(', ')})`);
 }

@@ -14,14 +14,14 @@ export function linearCombination(e: Engine, terms: readonly (readonly [number, 
   assertShape('linearCombination', terms.length > 0, 'needs at least one term');
   const [, first] = terms[0];
   for (const [c, x] of terms) {
-    assertShape('linearCombination', x.shape.length === first.shape.length && x.shape.every((d, i) => d === first.shape[i]), `${x} does not match ${first}`);
+    const same = x.shape.length === first.shape.length && x.shape.every((d, i) => d === first.shape[i]);
+    assertShape('linearCombination', same, `${x} does not match ${first}`);
     assertShape('linearCombination', Number.isFinite(c), `coefficient ${c} of ${x} is not finite`);
   }
   return e.tidy(() => {
-    let rest = terms;
-    let out = combine(e, rest.slice(0, MAX_TERMS));
-    for (rest = rest.slice(MAX_TERMS); rest.length > 0; rest = rest.slice(MAX_TERMS - 1)) {
-      out = combine(e, [[1, out], ...rest.slice(0, MAX_TERMS - 1)]);
+    let out = combine(e, terms.slice(0, MAX_TERMS));
+    for (let i = MAX_TERMS; i < terms.length; i += MAX_TERMS - 1) {
+      out = combine(e, [[1, out], ...terms.slice(i, i + MAX_TERMS - 1)]);
     }
     return out;
   });

@@ -31,26 +31,31 @@ export interface ClipConfig {
   projectionDim: number;
 }
 
-export function readClipConfig(dir: string): ClipConfig {
-  const cfg = ConfigFile.inDir(dir);
-  const tower = (c: ConfigFile): TowerConfig => ({
+function towerConfig(c: ConfigFile, file: string): TowerConfig {
+  const cfg: TowerConfig = {
     hidden: c.int('hidden_size'),
     intermediate: c.int('intermediate_size'),
     layers: c.int('num_hidden_layers'),
     heads: c.int('num_attention_heads'),
     eps: c.num('layer_norm_eps', 1e-5),
-    act: activationOf(c, cfg.file),
-  });
-  const t = cfg.section('text_config');
+    act: activationOf(c, file),
+  };
+  if (cfg.hidden % cfg.heads) throw new DrError(`${file}: hidden_size ${cfg.hidden} is not divisible by num_attention_heads ${cfg.heads}`);
+  return cfg;
+}
+
+function textConfig(t: ConfigFile, file: string): ClipConfig['text'] {
+  return { ...towerConfig(t, file), vocab: t.int('vocab_size'), maxPositions: t.int('max_position_embeddings'), eosTokenId: t.int('eos_token_id', 2) };
+}
+
+export function readClipConfig(dir: string): ClipConfig {
+  const cfg = ConfigFile.inDir(dir);
   const v = cfg.section('vision_config');
   const config: ClipConfig = {
-    text: { ...tower(t), vocab: t.int('vocab_size'), maxPositions: t.int('max_position_embeddings'), eosTokenId: t.int('eos_token_id', 2) },
-    vision: { ...tower(v), imageSize: v.int('image_size'), patchSize: v.int('patch_size'), channels: v.int('num_channels', 3) },
+    text: textConfig(cfg.section('text_config'), cfg.file),
+    vision: { ...towerConfig(v, cfg.file), imageSize: v.int('image_size'), patchSize: v.int('patch_size'), channels: v.int('num_channels', 3) },
     projectionDim: cfg.int('projection_dim'),
   };
-  for (const [name, tw] of [['text_config', config.text], ['vision_config', config.vision]] as const) {
-    if (tw.hidden % tw.heads) throw new DrError(`${cfg.file}: ${name}.hidden_size ${tw.hidden} is not divisible by num_attention_heads ${tw.heads}`);
-  }
   if (config.vision.imageSize % config.vision.patchSize) {
     throw new DrError(`${cfg.file}: vision_config.image_size ${config.vision.imageSize} is not a multiple of patch_size ${config.vision.patchSize}`);
   }
@@ -332,5 +337,39 @@ export class ClipModel extends Module {
   /** logits_per_image = exp(logit_scale) · cosine. */
   logits(e: Engine, cosine: Tensor): Tensor {
     return scale(e, cosine, this.logitScale);
+  }
+}
+
+/**
+ * transformers' CLIPTextModel (SD's `text_encoder/`): the text tower alone. Its
+ * last_hidden_state is the UNet's encoder_hidden_states.
+ */
+export class ClipTextModel extends Module {
+  readonly text_model: ClipTextTransformer;
+
+  constructor(readonly config: ClipConfig['text']) {
+    super();
+    this.text_model = this.child('text_model', new ClipTextTransformer(config));
+  }
+
+  static load(e: Engine, dir: string, precision: Precision = 'auto'): ClipTextModel {
+    const c = ConfigFile.inDir(dir);
+    const model = new ClipTextModel(textConfig(c, c.file));
+    const ckpt = Checkpoint.open(dir);
+    try {
+      loadModule(e, model, ckpt, { precision });
+    } finally {
+      ckpt.close();
+    }
+    return model;
+  }
+
+  get dtype(): Tensor['dtype'] {
+    return this.text_model.final_layer_norm.weight.t.dtype;
+  }
+
+  /** ids [B, L] (host, no attention mask, as SD pipelines call it) → last_hidden_state [B, L, D]. */
+  encode(e: Engine, ids: Int32Array, L: number): Tensor {
+    return e.tidy(() => this.text_model.forward(e, ids, L, this.dtype).lastHiddenState);
   }
 }
