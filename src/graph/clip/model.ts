@@ -357,7 +357,9 @@ export class ClipTextModel extends Module {
     const model = new ClipTextModel(textConfig(c, c.file));
     const ckpt = Checkpoint.open(dir);
     try {
-      loadModule(e, model, ckpt, { precision });
+      // transformers ≥ 5 saves CLIPTextModel without the `text_model.` prefix; older versions with it.
+      const prefixed = ckpt.has('text_model.embeddings.token_embedding.weight');
+      loadModule(e, prefixed ? model : model.text_model, ckpt, { precision });
     } finally {
       ckpt.close();
     }

@@ -9,6 +9,7 @@ import { Checkpoint } from '../../weights/checkpoint.js';
 import { ConfigFile } from '../config.js';
 import { Module, ModuleList, loadModule, type Precision } from '../module.js';
 import { Conv2d } from '../nn.js';
+import { cast } from '../../engine/ops/copy.js';
 import { DownBlock, MidBlock, TimestepEmbedding, readUNetConfig, timestepFeatures, type ControlResiduals, type StepContext, type UNetConfig } from './unet.js';
 
 /** Turns the hint image into a feature map the size of conv_in's output. */
@@ -119,9 +120,11 @@ export class ControlNetModel extends Module {
       const c0 = this.config.blockOut[0];
       const feats = timestepFeatures(Array(B).fill(timestep), c0, this.config.flipSinToCos, this.config.freqShift);
       const temb = this.time_embedding.forward(e, e.upload(feats, [B, c0], this.dtype));
-      const ctx: StepContext = { tembAct: silu(e, temb), context };
-      const x0 = e.trace('conv_in', this.conv_in.forward(e, sample));
-      let x = add(e, x0, this.controlnet_cond_embedding.forward(e, hint));
+      const dt = this.dtype;
+      const as = (t: Tensor): Tensor => (t.dtype === dt ? t : cast(e, t, dt));
+      const ctx: StepContext = { tembAct: silu(e, temb), context: as(context) };
+      const x0 = e.trace('conv_in', this.conv_in.forward(e, as(sample)));
+      let x = add(e, x0, this.controlnet_cond_embedding.forward(e, as(hint)));
       const skips: Tensor[] = [x];
       for (const block of this.down_blocks.items) {
         const r = block.forward(e, x, ctx);

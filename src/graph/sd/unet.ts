@@ -3,7 +3,7 @@ import { DrError } from '../../errors.js';
 import type { Engine } from '../../engine/engine.js';
 import type { Tensor } from '../../engine/tensor.js';
 import { add, silu } from '../../engine/ops/elementwise.js';
-import { concat } from '../../engine/ops/copy.js';
+import { cast, concat } from '../../engine/ops/copy.js';
 import { Checkpoint } from '../../weights/checkpoint.js';
 import { ConfigFile } from '../config.js';
 import { Module, ModuleList, loadModule, type Precision } from '../module.js';
@@ -298,9 +298,11 @@ export class UNet2DConditionModel extends Module {
     const [B, , h, w] = sample.shape;
     this.checkLatentSize(h, w);
     return e.tidy(() => {
+      // Activations run in the weights' precision; the result returns in the sample's.
+      const dt = this.dtype;
       const temb = this.timeEmbedding(e, timestep, B);
-      const ctx: StepContext = { tembAct: silu(e, temb), context };
-      let x = e.trace('conv_in', this.conv_in.forward(e, sample));
+      const ctx: StepContext = { tembAct: silu(e, temb), context: context.dtype === dt ? context : cast(e, context, dt) };
+      let x = e.trace('conv_in', this.conv_in.forward(e, sample.dtype === dt ? sample : cast(e, sample, dt)));
       let skips: Tensor[] = [x];
       for (const block of this.down_blocks.items) {
         const r = block.forward(e, x, ctx);
@@ -317,7 +319,8 @@ export class UNet2DConditionModel extends Module {
         const mine = skips.splice(skips.length - block.skipCount);
         x = block.forward(e, x, mine, ctx);
       }
-      return e.trace('conv_out', this.conv_out.forward(e, this.conv_norm_out.forward(e, x, 'silu')));
+      const out = e.trace('conv_out', this.conv_out.forward(e, this.conv_norm_out.forward(e, x, 'silu')));
+      return out.dtype === sample.dtype ? out : cast(e, out, sample.dtype);
     });
   }
 }
