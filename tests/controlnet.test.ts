@@ -38,7 +38,8 @@ describe('sd-tiny ControlNet parity with diffusers', () => {
     const t = io.readF32('timestep')[0];
     const traced = new Map<string, Tensor>();
     if (k === 0) e.tracer = (name, x) => traced.set(name, x);
-    const res = controlnet.forward(e, input('sample'), t, input('encoder_hidden_states'), input('controlnet_cond'), io.readF32(`scale${k}.conditioning_scale`)[0]);
+    const hint = controlnet.embedHint(e, input('controlnet_cond'));
+    const res = controlnet.forward(e, input('sample'), t, input('encoder_hidden_states'), hint, io.readF32(`scale${k}.conditioning_scale`)[0]);
     e.tracer = undefined;
     for (const [name, x] of traced) {
       const ref = `intermediate.controlnet.${name}`;
@@ -55,7 +56,8 @@ describe('sd-tiny ControlNet parity with diffusers', () => {
   });
 
   it('rejects a hint of the wrong size', () => {
-    expect(() => controlnet.forward(e, input('sample'), 1, input('encoder_hidden_states'), e.upload(new Float32Array(2 * 3 * 32 * 32), [2, 3, 32, 32])))
-      .toThrow(/hint must be \[2, 3, 64, 64\]/);
+    const hint = controlnet.embedHint(e, e.upload(new Float32Array(2 * 3 * 32 * 32), [2, 3, 32, 32]));
+    expect(() => controlnet.forward(e, input('sample'), 1, input('encoder_hidden_states'), hint))
+      .toThrow(/hint image 8× the latent size/);
   });
 });

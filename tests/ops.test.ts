@@ -11,6 +11,7 @@ import { groupNorm, l2Normalize, layerNorm, softmax } from '../src/engine/ops/no
 import { add, div, geglu, gelu, leakyRelu, mean, mul, quickGelu, scale, sigmoid, silu, sub } from '../src/engine/ops/elementwise.js';
 import { cast, concat, expand, permute, slice, upsampleNearest2x } from '../src/engine/ops/copy.js';
 import { gather } from '../src/engine/ops/gather.js';
+import { TileBlender, crop, planTiles } from '../src/engine/ops/tiles.js';
 import { f32ToF16Bits, f16ToF32 } from '../src/engine/half.js';
 import { absMax, expectClose, rand } from './helpers.js';
 import {
@@ -297,5 +298,31 @@ describe('conv2d with asymmetric padding', () => {
     const ref = conv2dRef(x, w, undefined, [B, Cin, H, W], [Cout, Cin, 3, 3], 2, [0, 1, 0, 1]);
     expect(got.shape).toEqual([B, Cout, ref.Ho, ref.Wo]);
     expectClose(await e.read(got), ref.y);
+  });
+});
+
+describe('tiles', () => {
+  it('planTiles covers every pixel with the requested overlap', () => {
+    for (const [H, W, size, overlap] of [[64, 64, 64, 8], [100, 37, 32, 8], [33, 200, 32, 16]]) {
+      const tiles = planTiles(H, W, size, overlap);
+      const hits = new Uint8Array(H * W);
+      for (const t of tiles) {
+        expect(t.h).toBeLessThanOrEqual(size);
+        for (let y = t.y0; y < t.y0 + t.h; y++) for (let x = t.x0; x < t.x0 + t.w; x++) hits[y * W + x]++;
+      }
+      expect(hits.every((v) => v > 0)).toBe(true);
+      const ys = [...new Set(tiles.map((t) => t.y0))];
+      for (let i = 1; i < ys.length; i++) expect(ys[i - 1] + Math.min(size, H) - ys[i]).toBeGreaterThanOrEqual(overlap);
+    }
+  });
+
+  it('blending tiles cut from one tensor gives that tensor back exactly', async () => {
+    const [B, C, H, W] = [1, 3, 37, 50];
+    const x = rand(B * C * H * W, 44);
+    const t = e.upload(x, [B, C, H, W]);
+    const blender = new TileBlender(e, [B, C, H, W], 6);
+    for (const tile of planTiles(H, W, 16, 6)) blender.add(crop(e, t, tile), tile);
+    // Weighted mean of identical values: equal up to f32 rounding of w·x / Σw.
+    expectClose(await e.read(blender.result()), x, 1e-6, 1e-7);
   });
 });

@@ -7,6 +7,7 @@ import { Engine } from '../src/engine/engine.js';
 import type { Tensor } from '../src/engine/tensor.js';
 import { ControlNetModel } from '../src/graph/sd/controlnet.js';
 import { StableDiffusion } from '../src/graph/sd/pipeline.js';
+import { denoise } from '../src/graph/sd/denoise.js';
 import { SafetensorsFile } from '../src/weights/safetensors.js';
 import { absMax, expectClose, FIXTURES } from './helpers.js';
 
@@ -65,13 +66,15 @@ async function runPipeline(io: SafetensorsFile, control?: ControlNetModel): Prom
     hint = e.upload(chw, [1, C, H, W]);
   }
   const seen: number[] = [];
-  const latent = await sd.denoise(e, {
+  const latent = await denoise(e, {
+    unet: sd.unet,
+    scheduler: sd.scheduler,
     latents: e.upload(io.readF32('initial_latents'), io.info('initial_latents').shape),
-    promptEmbeds: prompt,
-    negativeEmbeds: negative,
+    context: prompt,
+    uncondContext: negative,
     guidance: Number(meta.guidance),
     steps,
-    control: control && { model: control, image: hint!, scale: Number(meta.scale) },
+    control: control && { model: control, hintEmbedding: control.embedHint(e, hint!), scale: Number(meta.scale) },
     onStep: async (i, t, l) => {
       seen.push(t);
       expect(t).toBe(io.readInt32(`timestep.${i}`)[0]);

@@ -138,7 +138,7 @@ export async function forwardControlNet(run: ForwardRun): Promise<void> {
     const s = inputs.tensors.has(key) ? inputs.readF32(key)[0] : 1;
     if (key === keys[0]) traceAs(run, 'controlnet');
     const r = await timed(run, 'controlnet', () => model.forward(e, input(run, 'sample', dt), inputs.readF32('timestep')[0],
-      input(run, 'encoder_hidden_states', dt), input(run, 'controlnet_cond', dt), s));
+      input(run, 'encoder_hidden_states', dt), model.embedHint(e, input(run, 'controlnet_cond', dt)), s));
     e.tracer = undefined;
     r.down.forEach((t, i) => out.add(`${p}down_block_res_samples.${i}`, t));
     out.add(`${p}mid_block_res_sample`, r.mid);

@@ -99,6 +99,15 @@ export class Engine {
     return t;
   }
 
+  /** A pooled tensor filled with zeros (a clear recorded in order with the dispatches). */
+  zeros(shape: readonly number[], dtype: DType = 'f32'): Tensor {
+    const t = this.empty(shape, dtype);
+    this.pass?.end();
+    this.pass = undefined;
+    (this.encoder ??= this.device.createCommandEncoder()).clearBuffer(t.buffer);
+    return t;
+  }
+
   /** Uploads host data into a new pooled tensor (f32 data is converted to f16 if asked). */
   upload(data: Float32Array | Int32Array | Uint16Array, shape: readonly number[], dtype?: DType): Tensor {
     const type: DType = dtype ?? (data instanceof Int32Array ? 'i32' : data instanceof Uint16Array ? 'f16' : 'f32');

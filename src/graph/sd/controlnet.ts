@@ -14,8 +14,8 @@ import { DownBlock, MidBlock, TimestepEmbedding, readUNetConfig, timestepFeature
 
 /** Turns the hint image into a feature map the size of conv_in's output. */
 export interface HintEncoder extends Module {
-  /** hint [B, 3, 8h, 8w] → [B, C0, h, w] */
-  forward(e: Engine, hint: Tensor): Tensor;
+  /** hint [B, 3, 8h, 8w] (+ a per-image condition such as P_D) → [B, C0, h, w] */
+  forward(e: Engine, hint: Tensor, condition?: Tensor): Tensor;
 }
 
 /** ControlNetConditioningEmbedding: conv_in, stride-2 conv pairs with SiLU, zero conv_out. */
@@ -106,25 +106,36 @@ export class ControlNetModel extends Module {
   }
 
   /**
-   * sample [B, 4, h, w], hint [B, 3, 8h, 8w] in [0, 1] → residuals for the UNet's
-   * skips and mid block, multiplied by conditioningScale.
+   * Embeds the hint image once per image (it does not depend on the timestep):
+   * hint [B, 3, H, W] in [0, 1] → [B, C0, H/8, W/8].
    */
-  forward(e: Engine, sample: Tensor, timestep: number, context: Tensor, hint: Tensor, conditioningScale = 1): ControlResiduals {
-    const [B, , h, w] = sample.shape;
-    const [, hc, hh, hw] = hint.shape;
-    if (hc !== this.config.hintChannels || hh !== 8 * h || hw !== 8 * w) {
-      throw new DrError(`control hint must be [${B}, ${this.config.hintChannels}, ${8 * h}, ${8 * w}] for a ${h}×${w} latent, got [${hint.shape}]`);
+  embedHint(e: Engine, hint: Tensor, condition?: Tensor): Tensor {
+    if (hint.shape[1] !== this.config.hintChannels) {
+      throw new DrError(`control hint must have ${this.config.hintChannels} channels, got [${hint.shape}]`);
     }
     if (this.config.bgr) throw new DrError('BGR-ordered ControlNets are not supported yet');
+    return e.tidy(() => this.controlnet_cond_embedding.forward(e, hint.dtype === this.dtype ? hint : cast(e, hint, this.dtype), condition));
+  }
+
+  /**
+   * sample [B, 4, h, w] + embedded hint [B, C0, h, w] → residuals for the UNet's
+   * skips and mid block, multiplied by conditioningScale.
+   */
+  forward(e: Engine, sample: Tensor, timestep: number, context: Tensor, hintEmbedding: Tensor, conditioningScale = 1): ControlResiduals {
+    const [B, , h, w] = sample.shape;
+    const [hb, hc, hh, hw] = hintEmbedding.shape;
+    const c0 = this.config.blockOut[0];
+    if (hb !== B || hc !== c0 || hh !== h || hw !== w) {
+      throw new DrError(`control hint embeds to [${hintEmbedding.shape}], the latent needs [${B}, ${c0}, ${h}, ${w}] (hint image 8× the latent size)`);
+    }
     return e.tidy(() => {
-      const c0 = this.config.blockOut[0];
       const feats = timestepFeatures(Array(B).fill(timestep), c0, this.config.flipSinToCos, this.config.freqShift);
       const temb = this.time_embedding.forward(e, e.upload(feats, [B, c0], this.dtype));
       const dt = this.dtype;
       const as = (t: Tensor): Tensor => (t.dtype === dt ? t : cast(e, t, dt));
       const ctx: StepContext = { tembAct: silu(e, temb), context: as(context) };
       const x0 = e.trace('conv_in', this.conv_in.forward(e, as(sample)));
-      let x = add(e, x0, this.controlnet_cond_embedding.forward(e, as(hint)));
+      let x = add(e, x0, hintEmbedding);
       const skips: Tensor[] = [x];
       for (const block of this.down_blocks.items) {
         const r = block.forward(e, x, ctx);
