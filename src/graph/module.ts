@@ -2,7 +2,7 @@ import { DrError } from '../errors.js';
 import type { Engine } from '../engine/engine.js';
 import { f32ToF16Bits } from '../engine/half.js';
 import { RowChunkedTensor, Tensor, numel, type DType } from '../engine/tensor.js';
-import type { Checkpoint } from '../weights/checkpoint.js';
+import { Checkpoint } from '../weights/checkpoint.js';
 
 /** Weight precision on the GPU: `auto` keeps f16 checkpoints in f16 when the adapter can. */
 export type Precision = 'auto' | 'f32' | 'f16';
@@ -64,6 +64,17 @@ export abstract class Module {
     return module;
   }
 
+  /** Every module of the tree with its key prefix (this one first, as `prefix`). */
+  *modules(prefix = ''): Generator<[string, Module]> {
+    yield [prefix, this];
+    for (const [name, m] of this.children) yield* m.modules(`${prefix}${name}.`);
+  }
+
+  /** This module's own params (not its children's), by local name. */
+  ownParams(): [string, Param][] {
+    return [...this.params];
+  }
+
   *namedParams(prefix = ''): Generator<[string, Param]> {
     for (const [name, p] of this.params) yield [prefix + name, p];
     for (const [name, m] of this.children) yield* m.namedParams(`${prefix}${name}.`);
@@ -109,6 +120,16 @@ export function loadModule(e: Engine, root: Module, ckpt: Checkpoint, opts: Load
     const dtype = weightDtype(e, info.dtype, precision, name, ckpt.path);
     p.value = upload(e, ckpt, name, want, info.dtype, dtype);
     opts.onTensor?.(info.byteLength);
+  }
+}
+
+/** Opens the checkpoint in `dir` (or file), loads `root` from it, closes it. */
+export function loadFromCheckpoint(e: Engine, root: Module, dir: string, opts: LoadOptions = {}): void {
+  const ckpt = Checkpoint.open(dir);
+  try {
+    loadModule(e, root, ckpt, opts);
+  } finally {
+    ckpt.close();
   }
 }
 

@@ -13,7 +13,7 @@ import { matmul } from '../../engine/ops/matmul.js';
 import { l2Normalize } from '../../engine/ops/norms.js';
 import { Checkpoint } from '../../weights/checkpoint.js';
 import { ConfigFile } from '../config.js';
-import { Module, ModuleList, loadModule, type Param, type Precision } from '../module.js';
+import { Module, ModuleList, loadFromCheckpoint, loadModule, type Param, type Precision } from '../module.js';
 import { Conv2d, Embedding, LayerNorm, Linear } from '../nn.js';
 
 interface TowerConfig {
@@ -288,12 +288,7 @@ export class ClipModel extends Module {
   /** Reads `config.json` and the weights of a Hugging Face CLIPModel folder. */
   static load(e: Engine, dir: string, precision: Precision = 'auto', onTensor?: (bytes: number) => void): ClipModel {
     const model = new ClipModel(readClipConfig(dir));
-    const ckpt = Checkpoint.open(dir);
-    try {
-      loadModule(e, model, ckpt, { precision, onTensor });
-    } finally {
-      ckpt.close();
-    }
+    loadFromCheckpoint(e, model, dir, { precision, onTensor });
     model.dtype = model.visual_projection.weight.t.dtype;
     return model;
   }

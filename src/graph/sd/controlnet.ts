@@ -5,9 +5,8 @@ import { DrError } from '../../errors.js';
 import type { Engine } from '../../engine/engine.js';
 import type { Tensor } from '../../engine/tensor.js';
 import { add, scale, silu } from '../../engine/ops/elementwise.js';
-import { Checkpoint } from '../../weights/checkpoint.js';
 import { ConfigFile } from '../config.js';
-import { Module, ModuleList, loadModule, type Precision } from '../module.js';
+import { Module, ModuleList, loadFromCheckpoint, type Precision } from '../module.js';
 import { Conv2d } from '../nn.js';
 import { cast } from '../../engine/ops/copy.js';
 import { DownBlock, MidBlock, TimestepEmbedding, readUNetConfig, timestepFeatures, type ControlResiduals, type StepContext, type UNetConfig } from './unet.js';
@@ -92,12 +91,7 @@ export class ControlNetModel extends Module {
 
   static load(e: Engine, dir: string, precision: Precision = 'auto'): ControlNetModel {
     const model = new ControlNetModel(readControlNetConfig(dir));
-    const ckpt = Checkpoint.open(dir);
-    try {
-      loadModule(e, model, ckpt, { precision });
-    } finally {
-      ckpt.close();
-    }
+    loadFromCheckpoint(e, model, dir, { precision });
     return model;
   }
 

@@ -4,9 +4,8 @@ import type { Engine } from '../../engine/engine.js';
 import type { Tensor } from '../../engine/tensor.js';
 import { add, silu } from '../../engine/ops/elementwise.js';
 import { cast, concat } from '../../engine/ops/copy.js';
-import { Checkpoint } from '../../weights/checkpoint.js';
 import { ConfigFile } from '../config.js';
-import { Module, ModuleList, loadModule, type Precision } from '../module.js';
+import { Module, ModuleList, loadFromCheckpoint, type Precision } from '../module.js';
 import { Conv2d, GroupNorm, Linear } from '../nn.js';
 import { Downsample2D, ResnetBlock2D, Transformer2DModel, Upsample2D } from './blocks.js';
 
@@ -261,12 +260,7 @@ export class UNet2DConditionModel extends Module {
 
   static load(e: Engine, dir: string, precision: Precision = 'auto'): UNet2DConditionModel {
     const unet = new UNet2DConditionModel(readUNetConfig(dir));
-    const ckpt = Checkpoint.open(dir);
-    try {
-      loadModule(e, unet, ckpt, { precision });
-    } finally {
-      ckpt.close();
-    }
+    loadFromCheckpoint(e, unet, dir, { precision });
     return unet;
   }
 

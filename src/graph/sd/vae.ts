@@ -9,9 +9,8 @@ import { add, scale } from '../../engine/ops/elementwise.js';
 import { elementwiseGrid } from '../../engine/ops/common.js';
 import { cast, permute } from '../../engine/ops/copy.js';
 import { f32 } from '../../engine/engine.js';
-import { Checkpoint } from '../../weights/checkpoint.js';
 import { ConfigFile } from '../config.js';
-import { Module, ModuleList, loadModule, type Precision } from '../module.js';
+import { Module, ModuleList, loadFromCheckpoint, type Precision } from '../module.js';
 import { Conv2d, GroupNorm, Linear } from '../nn.js';
 import { ResnetBlock2D, Upsample2D } from './blocks.js';
 
@@ -130,12 +129,13 @@ class DownEncoderBlock2D extends Module {
     if (downsample) this.downsamplers = this.child('downsamplers', new ModuleList([new AsymmetricDownsample(out)]));
   }
 
-  forward(e: Engine, x: Tensor): Tensor {
+  /** Returns the block output and, with a downsampler, the state entering it (a skip feature). */
+  forward(e: Engine, x: Tensor): { out: Tensor; beforeDownsample?: Tensor } {
     return e.tidy(() => {
       let h = x;
       for (const r of this.resnets.items) h = r.forward(e, h);
-      if (this.downsamplers) h = this.downsamplers.items[0].forward(e, h);
-      return e.trace(this.path, h);
+      if (!this.downsamplers) return { out: e.trace(this.path, h) };
+      return { out: e.trace(this.path, this.downsamplers.items[0].forward(e, h)), beforeDownsample: h };
     });
   }
 }
@@ -179,12 +179,19 @@ export class VaeEncoder extends Module {
     this.conv_out = this.child('conv_out', new Conv2d(b.at(-1)!, 2 * cfg.latentChannels, 3, 1, 1));
   }
 
-  /** image [B, 3, H, W] → (moments before quant_conv [B, 2C, H/f, W/f], each down block's output) */
+  /**
+   * image [B, 3, H, W] → moments before quant_conv [B, 2C, H/f, W/f], and the
+   * state entering each downsampler (at H, H/2, H/4 …: Diff-Restorer's skips).
+   */
   forward(e: Engine, image: Tensor): { out: Tensor; levels: Tensor[] } {
     return e.tidy(() => {
       let h = e.trace(this.conv_in.path, this.conv_in.forward(e, image));
       const levels: Tensor[] = [];
-      for (const block of this.down_blocks.items) levels.push((h = block.forward(e, h)));
+      for (const block of this.down_blocks.items) {
+        const r = block.forward(e, h);
+        if (r.beforeDownsample) levels.push(r.beforeDownsample);
+        h = r.out;
+      }
       h = this.mid_block.forward(e, h);
       return { out: e.trace(this.conv_out.path, this.conv_out.forward(e, this.conv_norm_out.forward(e, h, 'silu'))), levels };
     });
@@ -209,12 +216,19 @@ export class VaeDecoder extends Module {
     this.conv_out = this.child('conv_out', new Conv2d(cfg.blockOut[0], cfg.outChannels, 3, 1, 1));
   }
 
-  /** z [B, C, h, w] (after post_quant_conv) → image [B, 3, 8h, 8w] in about [-1, 1] */
-  forward(e: Engine, z: Tensor): Tensor {
+  /**
+   * z [B, C, h, w] (after post_quant_conv) → image [B, 3, 8h, 8w] in about [-1, 1].
+   * `afterUpsample(i, h)` may replace the hidden state leaving up block i when that
+   * block ends with an upsampler (Diff-Restorer's DRBs hook in there).
+   */
+  forward(e: Engine, z: Tensor, afterUpsample?: (i: number, h: Tensor) => Tensor): Tensor {
     return e.tidy(() => {
       let h = e.trace(this.conv_in.path, this.conv_in.forward(e, z));
       h = this.mid_block.forward(e, h);
-      for (const block of this.up_blocks.items) h = block.forward(e, h);
+      this.up_blocks.items.forEach((block, i) => {
+        h = block.forward(e, h);
+        if (afterUpsample && block.upsamplers) h = afterUpsample(i, h);
+      });
       return e.trace(this.conv_out.path, this.conv_out.forward(e, this.conv_norm_out.forward(e, h, 'silu')));
     });
   }
@@ -237,12 +251,7 @@ export class AutoencoderKL extends Module {
 
   static load(e: Engine, dir: string, precision: Precision = 'auto'): AutoencoderKL {
     const vae = new AutoencoderKL(readVaeConfig(dir));
-    const ckpt = Checkpoint.open(dir);
-    try {
-      loadModule(e, vae, ckpt, { precision });
-    } finally {
-      ckpt.close();
-    }
+    loadFromCheckpoint(e, vae, dir, { precision });
     return vae;
   }
 
@@ -294,11 +303,11 @@ export class AutoencoderKL extends Module {
   }
 
   /** scaled latent [B, C, h, w] → image [B, 3, 8h, 8w] in about [-1, 1] */
-  decode(e: Engine, latent: Tensor): Tensor {
+  decode(e: Engine, latent: Tensor, afterUpsample?: (i: number, h: Tensor) => Tensor): Tensor {
     return e.tidy(() => {
       let z = scale(e, latent.dtype === this.dtype ? latent : cast(e, latent, this.dtype), 1 / this.config.scalingFactor);
       if (this.post_quant_conv) z = e.trace(this.post_quant_conv.path, this.post_quant_conv.forward(e, z));
-      return this.decoder.forward(e, z);
+      return this.decoder.forward(e, z, afterUpsample);
     });
   }
 }

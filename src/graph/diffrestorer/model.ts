@@ -1,0 +1,138 @@
+// A Diff-Restorer checkpoint folder (model_index.json, prompt_processor/,
+// control/, decoder/) over its base models (SD 1.5, CLIP ViT-L/14), and the
+// trained-mode restoration of one image.
+import fs from 'node:fs';
+import path from 'node:path';
+import { DrError } from '../../errors.js';
+import type { Engine } from '../../engine/engine.js';
+import type { Tensor } from '../../engine/tensor.js';
+import { ClipModel } from '../clip/model.js';
+import { clipPixelValues, readClipImageConfig, type ClipImageConfig } from '../clip/preprocess.js';
+import type { RgbImage } from '../../image/load.js';
+import { ConfigFile } from '../config.js';
+import { seededNormal } from '../init.js';
+import { loadFromCheckpoint, type Precision } from '../module.js';
+import { scale } from '../../engine/ops/elementwise.js';
+import { denoise } from '../sd/denoise.js';
+import { UniPCScheduler, readUniPCConfig } from '../sd/unipc.js';
+import { UNet2DConditionModel } from '../sd/unet.js';
+import { AutoencoderKL } from '../sd/vae.js';
+import { DiffRestorerControl } from './control.js';
+import { DegradationAwareDecoder } from './decoder.js';
+import { PromptProcessor, readPromptProcessorConfig } from './prompt_processor.js';
+
+export interface DiffRestorerParts {
+  sd: string;
+  clip: string;
+}
+
+/** Reads model_index.json: the base model specs (folders or repo ids) it was made from. */
+export function readModelIndex(dir: string): DiffRestorerParts {
+  const c = ConfigFile.inDir(dir, 'model_index.json');
+  if (c.str('_class_name', '') !== 'DiffRestorerPipeline') throw new DrError(`${c.file}: not a Diff-Restorer checkpoint (_class_name must be DiffRestorerPipeline)`);
+  for (const part of ['prompt_processor', 'control', 'decoder']) {
+    if (!fs.existsSync(path.join(dir, part))) throw new DrError(`${dir}: missing ${part}/ (a Diff-Restorer checkpoint has prompt_processor/, control/, decoder/)`);
+  }
+  const base = c.section('base');
+  return { sd: base.str('sd'), clip: base.str('clip') };
+}
+
+export interface RestoreOptions {
+  steps: number;
+  seed: number;
+  guidance: number;
+  /** Latent tile side (pixels / 8) and overlap for images larger than one tile. */
+  tile?: { size: number; overlap: number };
+  onStep?: (i: number, total: number) => void;
+}
+
+export interface Restored {
+  /** [1, 3, H, W] in about [-1, 1], at the padded size */
+  image: Tensor;
+  /** The prompt processor's degradation-type probabilities, in config order. */
+  degradations: { name: string; probability: number }[];
+}
+
+export class DiffRestorer {
+  private constructor(
+    readonly clip: ClipModel,
+    readonly clipImage: ClipImageConfig,
+    readonly promptProcessor: PromptProcessor,
+    readonly control: DiffRestorerControl,
+    readonly decoder: DegradationAwareDecoder,
+    readonly unet: UNet2DConditionModel,
+    readonly vae: AutoencoderKL,
+    readonly scheduler: UniPCScheduler,
+  ) {}
+
+  /** `sd` and `clip` are resolved folders (from model_index.json or overridden by the user). */
+  static load(e: Engine, dir: string, bases: DiffRestorerParts, precision: Precision, onPart?: (name: string) => void): DiffRestorer {
+    const step = <T>(name: string, f: () => T): T => {
+      onPart?.(name);
+      return f();
+    };
+    const ppDir = path.join(dir, 'prompt_processor');
+    const pp = step('prompt processor', () => {
+      const m = new PromptProcessor(readPromptProcessorConfig(ppDir));
+      loadFromCheckpoint(e, m, ppDir, { precision });
+      return m;
+    });
+    return new DiffRestorer(
+      step('CLIP', () => ClipModel.load(e, bases.clip, precision)),
+      readClipImageConfig(bases.clip),
+      pp,
+      step('control network', () => DiffRestorerControl.load(e, path.join(dir, 'control'), precision)),
+      step('decoder', () => DegradationAwareDecoder.load(e, path.join(dir, 'decoder'), precision)),
+      step('UNet', () => UNet2DConditionModel.load(e, path.join(bases.sd, 'unet'), precision)),
+      step('VAE', () => AutoencoderKL.load(e, path.join(bases.sd, 'vae'), precision)),
+      new UniPCScheduler(readUniPCConfig(path.join(bases.sd, 'scheduler', 'scheduler_config.json'))),
+    );
+  }
+
+  /**
+   * lq: [1, 3, H, W] in [0, 1] with H, W multiples of 64 (pad first); rgb: the
+   * unpadded 8-bit image for CLIP's own preprocessing.
+   */
+  async restore(e: Engine, lq: Tensor, rgb: RgbImage, o: RestoreOptions): Promise<Restored> {
+    const [, , H, W] = lq.shape;
+    const pixels = e.upload(clipPixelValues(rgb, this.clipImage), [1, 3, this.clipImage.cropHeight, this.clipImage.cropWidth]);
+    const { semantic, degradation, probs } = e.tidy(() => {
+      const embeds = this.clip.encodeImage(e, pixels).embeds; // P_CLIP [1, E]
+      const p = this.promptProcessor.forward(e, embeds);
+      return { ...p, probs: this.promptProcessor.classify(e, p.degradation) };
+    });
+    const probabilities = await e.read(probs);
+    const names = this.promptProcessor.cfg.degradations;
+
+    const hint = e.keep(this.control.network.embedHint(e, lq, degradation)); // c [1, C0, H/8, W/8]
+    const noise = e.upload(seededNormal(4 * (H / 8) * (W / 8), o.seed), [1, 4, H / 8, W / 8]);
+    // The paper samples without guidance; --guidance > 1 adds a zero-context branch.
+    const uncond = o.guidance !== 1 ? e.keep(e.zeros(semantic.shape, semantic.dtype)) : undefined;
+    let latent: Tensor;
+    try {
+      latent = await denoise(e, {
+        unet: this.unet, scheduler: this.scheduler, latents: noise, context: semantic, uncondContext: uncond,
+        guidance: o.guidance, steps: o.steps, tile: o.tile,
+        control: { model: this.control.network, hintEmbedding: hint, scale: this.control.scale },
+        onStep: async (i) => {
+          await e.sync();
+          o.onStep?.(i, o.steps);
+        },
+      });
+    } finally {
+      e.release(hint);
+      if (uncond) e.release(uncond);
+    }
+    const image = e.tidy(() => {
+      const { levels } = this.vae.encodeMoments(e, scaleTo11(e, lq)); // z_lq skips of I_LQ
+      return this.decoder.decode(e, latent, levels, degradation);
+    });
+    e.release(latent);
+    return { image, degradations: names.map((name, i) => ({ name, probability: probabilities[i] })) };
+  }
+}
+
+/** [0, 1] → [-1, 1], the VAE's input range. */
+export function scaleTo11(e: Engine, x: Tensor): Tensor {
+  return scale(e, x, 2, -1);
+}
