@@ -1,19 +1,15 @@
-import fs from 'node:fs';
-import path from 'node:path';
 import { DrError } from '../errors.js';
 import type { Engine } from '../engine/engine.js';
 import { ClipModel } from '../graph/clip/model.js';
 import type { Precision } from '../graph/module.js';
 import { Checkpoint } from '../weights/checkpoint.js';
+import { resolveModel } from '../weights/hub.js';
 import { Progress } from './progress.js';
 
-/** A model folder must exist and be a folder; everything else is checked by the loaders. */
+/** A model folder, or a Hugging Face repo id found in the local cache; the loaders check the rest. */
 export function modelDir(dir: string | undefined, option: string): string {
-  if (!dir) throw new DrError(`${option} is required: a Hugging Face model folder (config.json + *.safetensors)`);
-  const stat = fs.statSync(dir, { throwIfNoEntry: false });
-  if (!stat) throw new DrError(`${dir}: no such model folder`);
-  if (!stat.isDirectory()) throw new DrError(`${dir}: not a folder (${option} takes a Hugging Face model folder)`);
-  return path.resolve(dir);
+  if (!dir) throw new DrError(`${option} is required: a Hugging Face model folder (config.json + *.safetensors) or repo id ORG/NAME`);
+  return resolveModel(dir);
 }
 
 /** Loads a CLIPModel folder with a progress bar over the weight bytes. */

@@ -17,7 +17,7 @@ export function isImagePath(p: string): boolean {
   return IMAGE_EXTS.includes(path.extname(p).toLowerCase());
 }
 
-function statOrThrow(p: string): fs.Stats {
+export function statOrThrow(p: string): fs.Stats {
   try {
     return fs.statSync(p);
   } catch {
