@@ -1,5 +1,6 @@
 #!/usr/bin/env node
 import { Command } from 'commander';
+import { degradeCommand } from './degrade.js';
 import { doctorCommand } from './doctor.js';
 import { forwardCommand } from './forward.js';
 import { probeCommand } from './probe.js';
@@ -10,6 +11,7 @@ const program = new Command('dr')
   .addCommand(probeCommand())
   .addCommand(forwardCommand())
   .addCommand(doctorCommand())
+  .addCommand(degradeCommand())
   .addHelpText('after', `
 Start with \`dr doctor\` to see which GPU dr will use, then e.g.
   dr probe photo.jpg --model path/to/clip-vit-large-patch14`);
