@@ -1,12 +1,66 @@
 /**
  * One model's weights, whatever the file layout: a single .safetensors file, a
- * Hugging Face folder (model.safetensors / diffusion_pytorch_model.safetensors), or a
- * sharded folder described by `*.safetensors.index.json`.
+ * Hugging Face folder (model.safetensors / diffusion_pytorch_model.safetensors), a
+ * sharded folder described by `*.safetensors.index.json`, or a PyTorch .pth/.ckpt/.bin
+ * file (read by the restricted unpickler, never executed).
  */
 import fs from 'node:fs';
 import nodePath from 'node:path';
 import { DrError } from '../errors.js';
-import { SafetensorsFile, type TensorInfo } from './safetensors.js';
+import { bytesToF32, bytesToInt32 } from './dtype.js';
+import { SafetensorsFile, type StDtype } from './safetensors.js';
+import { findStateDict, type StateDict } from './state_dict.js';
+import { looksLikeTorch, openTorchFile, type TorchFormat } from './torch.js';
+
+/** What a checkpoint knows of a tensor before reading it. */
+export interface TensorEntry {
+  name: string;
+  dtype: StDtype;
+  shape: number[];
+  byteLength: number;
+  /** The file the bytes come from. */
+  file: string;
+}
+
+/** A file of named tensors: SafetensorsFile, a torch state dict, or a renamed view of one. */
+export interface TensorSource {
+  readonly path: string;
+  readonly tensors: ReadonlyMap<string, TensorEntry>;
+  /** The tensor's row-major bytes in a fresh buffer (so typed-array views on it are aligned). */
+  readBytes(name: string): Uint8Array;
+  close(): void;
+}
+
+/** A PyTorch checkpoint's state dict as a tensor source; tensors are read one at a time. */
+export class TorchSource implements TensorSource {
+  readonly tensors = new Map<string, TensorEntry>();
+
+  private constructor(
+    readonly path: string,
+    readonly format: TorchFormat,
+    readonly stateDict: StateDict,
+    readonly close: () => void,
+  ) {
+    for (const [name, t] of stateDict.tensors) this.tensors.set(name, { name, dtype: t.dtype, shape: t.shape, byteLength: t.byteLength, file: path });
+  }
+
+  /** `key` names the state dict when the file holds several (`state_dict`, `model/ema`). */
+  static open(path: string, key?: string): TorchSource {
+    const f = openTorchFile(path);
+    try {
+      return new TorchSource(path, f.format, findStateDict(path, f.root, key), f.close);
+    } catch (e) {
+      f.close();
+      throw e;
+    }
+  }
+
+  readBytes(name: string): Uint8Array {
+    const t = this.stateDict.tensors.get(name);
+    if (!t) throw new DrError(`${this.path}: no tensor named "${name}"`);
+    return t.read();
+  }
+}
 
 const SINGLE_FILE_NAMES = ['model.safetensors', 'diffusion_pytorch_model.safetensors'];
 
@@ -14,9 +68,14 @@ export class Checkpoint {
   private constructor(
     /** What the user named (file or folder); used in error messages. */
     readonly path: string,
-    private readonly files: SafetensorsFile[],
-    private readonly byTensor: Map<string, SafetensorsFile>,
+    private readonly files: TensorSource[],
+    private readonly byTensor: Map<string, TensorSource>,
   ) {}
+
+  /** A checkpoint over one tensor source (a converted single-file component, say). */
+  static fromSource(label: string, source: TensorSource): Checkpoint {
+    return new Checkpoint(label, [source], new Map([...source.tensors.keys()].map((k) => [k, source])));
+  }
 
   static open(pathOrDir: string): Checkpoint {
     let stat: fs.Stats;
@@ -26,9 +85,9 @@ export class Checkpoint {
       throw new DrError(`${pathOrDir}: no such file or folder`);
     }
     if (!stat.isDirectory()) {
-      return pathOrDir.endsWith('.index.json')
-        ? Checkpoint.openIndex(pathOrDir, pathOrDir)
-        : Checkpoint.openSingle(pathOrDir, pathOrDir);
+      if (pathOrDir.endsWith('.index.json')) return Checkpoint.openIndex(pathOrDir, pathOrDir);
+      if (!pathOrDir.endsWith('.safetensors') && looksLikeTorch(pathOrDir)) return Checkpoint.fromSource(pathOrDir, TorchSource.open(pathOrDir));
+      return Checkpoint.openSingle(pathOrDir, pathOrDir);
     }
 
     const names = fs.readdirSync(pathOrDir);
@@ -54,8 +113,7 @@ export class Checkpoint {
   }
 
   private static openSingle(label: string, file: string): Checkpoint {
-    const f = SafetensorsFile.open(file);
-    return new Checkpoint(label, [f], new Map([...f.tensors.keys()].map((k) => [k, f])));
+    return Checkpoint.fromSource(label, SafetensorsFile.open(file));
   }
 
   private static openIndex(label: string, indexPath: string): Checkpoint {
@@ -107,8 +165,8 @@ export class Checkpoint {
     return this.byTensor.has(name);
   }
 
-  info(name: string): TensorInfo {
-    return this.fileOf(name).info(name);
+  info(name: string): TensorEntry {
+    return this.fileOf(name).tensors.get(name)!;
   }
 
   readBytes(name: string): Uint8Array {
@@ -116,18 +174,18 @@ export class Checkpoint {
   }
 
   readF32(name: string): Float32Array {
-    return this.fileOf(name).readF32(name);
+    return bytesToF32(this.info(name).dtype, this.readBytes(name));
   }
 
   readInt32(name: string): Int32Array {
-    return this.fileOf(name).readInt32(name);
+    return bytesToInt32(this.info(name).dtype, this.readBytes(name), `${this.path}: tensor "${name}"`);
   }
 
   close(): void {
     for (const f of this.files) f.close();
   }
 
-  private fileOf(name: string): SafetensorsFile {
+  private fileOf(name: string): TensorSource {
     const f = this.byTensor.get(name);
     if (!f) throw new DrError(`${this.path}: checkpoint has no tensor "${name}"`);
     return f;

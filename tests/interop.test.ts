@@ -1,0 +1,184 @@
+// Weights as users have them (shared/fixtures/interop): PyTorch pickles read by the
+// restricted unpickler, malicious and corrupt files refused, state dicts found in
+// the usual wrappers.
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { DrError } from '../src/errors.js';
+import { Checkpoint, TorchSource } from '../src/weights/checkpoint.js';
+import { call, global, int, MARK, pickle, stateDictPickle, str, writeTorchZip, type TensorSpec } from '../bench/torch_writer.js';
+import { FIXTURES } from './helpers.js';
+
+const INTEROP = path.join(FIXTURES, 'interop');
+const PTH = path.join(INTEROP, 'pth');
+let tmp: string;
+
+beforeAll(() => {
+  tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'dr-interop-'));
+});
+afterAll(() => fs.rmSync(tmp, { recursive: true, force: true }));
+
+/** Same names, dtypes, shapes and bits. */
+function expectSameTensors(actual: Checkpoint, expected: Checkpoint): void {
+  expect(actual.keys().sort()).toEqual(expected.keys().sort());
+  for (const k of expected.keys()) {
+    const [a, b] = [actual.info(k), expected.info(k)];
+    expect({ dtype: a.dtype, shape: a.shape }, k).toEqual({ dtype: b.dtype, shape: b.shape });
+    expect(Buffer.compare(Buffer.from(actual.readBytes(k)), Buffer.from(expected.readBytes(k))), k).toBe(0);
+  }
+}
+
+/** The one-line user error of loading `file`. */
+function loadError(file: string, open: (f: string) => unknown = Checkpoint.open): DrError {
+  try {
+    open(file);
+  } catch (e) {
+    expect(e).toBeInstanceOf(DrError);
+    const err = e as DrError;
+    expect(err.message).not.toContain('\n');
+    expect(err.message.startsWith(file)).toBe(true);
+    return err;
+  }
+  throw new Error(`${file} loaded`);
+}
+
+describe('PyTorch checkpoints', () => {
+  it.each([
+    ['unet_zip.pth', 'unet.safetensors', 'torch zip'],
+    ['unet_legacy.pth', 'unet.safetensors', 'torch legacy'],
+    ['unet_fp16.pth', 'unet_fp16.safetensors', 'torch zip'],
+    ['unet_bf16.pth', 'unet_bf16.safetensors', 'torch zip'],
+    ['lightning_style.ckpt', 'unet.safetensors', 'torch zip'],
+    ['shared_views.pth', 'expected.safetensors', 'torch zip'],
+    ['lpips_v0.1/alex.pth', 'lpips_v0.1/alex.safetensors', 'torch legacy'],
+    ['lpips_v0.1/vgg.pth', 'lpips_v0.1/vgg.safetensors', 'torch legacy'],
+  ])('%s gives exactly the tensors of %s', (file, expected, format) => {
+    const src = TorchSource.open(path.join(PTH, file));
+    expect(src.format).toBe(format);
+    const [a, b] = [Checkpoint.fromSource(file, src), Checkpoint.open(path.join(PTH, expected))];
+    try {
+      expectSameTensors(a, b);
+    } finally {
+      a.close();
+      b.close();
+    }
+  });
+
+  it('finds the Lightning state dict under "state_dict"', () => {
+    const src = TorchSource.open(path.join(PTH, 'lightning_style.ckpt'));
+    expect(src.stateDict.where).toBe('state_dict');
+    src.close();
+  });
+
+  it('keeps strides, offsets and shared storages as torch saved them (shared_views_layout.json)', () => {
+    const layout = JSON.parse(fs.readFileSync(path.join(PTH, 'shared_views_layout.json'), 'utf8')) as Record<string, { shape: number[]; stride: number[]; storage_offset: number; storage: string }>;
+    const src = TorchSource.open(path.join(PTH, 'shared_views.pth'));
+    const views = src.stateDict.tensors;
+    expect(Object.keys(layout).length).toBe(20);
+    for (const [name, l] of Object.entries(layout)) {
+      const v = views.get(name)!;
+      expect({ shape: v.shape, stride: v.stride, offset: v.offset }, name).toEqual({ shape: l.shape, stride: l.stride, offset: l.storage_offset });
+      if (l.storage.startsWith('shared:')) expect(v.storage, name).toBe(views.get(l.storage.slice(7))!.storage);
+    }
+    src.close();
+  });
+});
+
+describe('malicious pickles', () => {
+  it.each([
+    ['os_system.pth', 'os.system'],
+    ['builtins_eval.pth', 'builtins.eval'],
+    ['subprocess_popen.pth', 'subprocess.Popen'],
+    ['zip_os_system.pth', 'posix.system'],
+    ['legacy_os_system.pth', 'os.system'],
+  ])('%s is refused, naming %s', (file, refused) => {
+    const err = loadError(path.join(PTH, 'malicious', file));
+    expect(err.message).toContain(`"${refused}"`);
+    expect(err.message).toContain('refused');
+  });
+
+  it('refuses every way of reaching a callable, and nothing runs (marker file)', () => {
+    const marker = path.join(tmp, 'pwned');
+    const cmd = `touch ${marker}`;
+    const files: [string, Buffer, string][] = [
+      ['global_reduce.pth', pickle(call('os', 'system', str(cmd))), 'os.system'],
+      ['posix.pth', pickle(call('posix', 'system', str(cmd))), 'posix.system'],
+      ['exec.pth', pickle(call('builtins', 'exec', str(`import os; os.system(${JSON.stringify(cmd)})`))), 'builtins.exec'],
+      // protocol 4 STACK_GLOBAL: module and name come from the stack
+      ['stack_global.pth', Buffer.concat([Buffer.from([0x80, 4]), str('os'), str('system'), Buffer.from([0x93]), MARK, str(cmd), Buffer.from([0x74, 0x52, 0x2e])]), 'os.system'],
+      // protocol 0 INST: import and call in one opcode
+      ["inst.pth", Buffer.concat([Buffer.from([0x80, 2]), MARK, str(cmd), Buffer.from(`ios\nsystem\n.`, 'latin1')]), 'os.system'],
+      // an allowed global is still not a licence to call anything else through it
+      ['getattr.pth', pickle(call('builtins', 'getattr', global('torch._utils', '_rebuild_tensor_v2'), str('__globals__'))), 'builtins.getattr'],
+    ];
+    for (const [name, bytes, refused] of files) {
+      fs.writeFileSync(path.join(tmp, name), bytes);
+      expect(loadError(path.join(tmp, name)).message).toContain(`"${refused}"`);
+    }
+    // A real torch zip whose state dict has valid tensors and one poisoned entry: the whole file is refused.
+    const w: TensorSpec = { name: 'w', dtype: 'F32', shape: [2], data: new Uint8Array(8) };
+    const zipFile = path.join(tmp, 'zip_marker.pth');
+    writeTorchZip(zipFile, stateDictPickle([w], [['x', call('os', 'system', str(cmd))]]), [w]);
+    expect(loadError(zipFile).message).toContain('"os.system"');
+    expect(fs.existsSync(marker)).toBe(false);
+  });
+});
+
+describe('corrupt files', () => {
+  it.each([
+    ['truncated_zip.pth', 'end-of-central-directory'],
+    ['missing_storage.pth', 'storage "1" is missing'],
+    ['out_of_bounds_view.pth', 'offset + extent exceeds the storage'],
+    ['short_storage.pth', 'holds 32 bytes but is declared as 16 F32 elements'],
+  ])('%s: one clear line', (file, fragment) => {
+    expect(loadError(path.join(PTH, 'corrupt', file)).message).toContain(fragment);
+  });
+
+  it('a pickle cut short, garbage, an empty file', () => {
+    const whole = fs.readFileSync(path.join(PTH, 'lpips_v0.1/alex.pth'));
+    const cases: [string, Buffer, string][] = [
+      ['cut.pth', whole.subarray(0, 700), 'ends early'],
+      ['storage_cut.pth', whole.subarray(0, whole.length - 100), 'past the end of the file'],
+      ['garbage.pth', Buffer.from([0x80, 2, 0xff, 0xff]), 'unknown opcode 0xff'],
+      ['empty.pth', Buffer.alloc(0), 'empty'],
+    ];
+    for (const [name, bytes, fragment] of cases) {
+      fs.writeFileSync(path.join(tmp, name), bytes);
+      expect(loadError(path.join(tmp, name), TorchSource.open).message).toContain(fragment);
+    }
+  });
+});
+
+describe('state dict discovery', () => {
+  const t = (name: string): TensorSpec => ({ name, dtype: 'F32', shape: [1], data: new Uint8Array(4) });
+  const dict = (entries: [string, Buffer][]): Buffer =>
+    Buffer.concat([Buffer.from([0x7d]), MARK, ...entries.map(([k, v]) => Buffer.concat([str(k), v])), Buffer.from([0x75])]);
+  /** The state-dict pickle of `tensors` without its PROTO/STOP, to nest inside another dict. */
+  const inner = (tensors: TensorSpec[]): Buffer => stateDictPickle(tensors).subarray(2, -1);
+
+  it('bare, nested, module. prefixes, EMA twins', () => {
+    const a = [t('module.conv.weight'), t('module.conv.bias')];
+    const file = (name: string, body: Buffer): string => {
+      const f = path.join(tmp, name);
+      writeTorchZip(f, pickle(body), a);
+      return f;
+    };
+    const bare = TorchSource.open(file('bare.pth', inner(a)));
+    expect([...bare.tensors.keys()]).toEqual(['conv.weight', 'conv.bias']);
+    expect(bare.stateDict).toMatchObject({ where: '', strippedPrefix: 'module.' });
+
+    const nested = TorchSource.open(file('nested.pth', dict([['model', inner(a)], ['epoch', int(3)]])));
+    expect(nested.stateDict.where).toBe('model');
+
+    // Two state dicts sharing storages (raw and EMA): no guess, a clear error, then --key.
+    const twins = file('twins.pth', dict([['params', inner(a)], ['params_ema', inner(a)]]));
+    expect(loadError(twins, (f) => TorchSource.open(f)).message).toMatch(/2 state dicts \("params", "params_ema"\); choose one with --key/);
+    expect(TorchSource.open(twins, 'params_ema').stateDict.where).toBe('params_ema');
+    expect(loadError(twins, (f) => TorchSource.open(f, 'ema')).message).toContain('no entry "ema"');
+
+    const none = file('none.pth', dict([['epoch', int(3)]]));
+    expect(loadError(none, (f) => TorchSource.open(f)).message).toContain('no state dict');
+    for (const s of [bare, nested]) s.close();
+  });
+});
