@@ -1,0 +1,61 @@
+import { Command } from 'commander';
+import fs from 'node:fs';
+import path from 'node:path';
+import { DrError } from '../errors.js';
+import { initDiffRestorer } from '../graph/diffrestorer/init.js';
+import { modelDir } from './models.js';
+import { numberOption, runCommand } from './run.js';
+
+interface InitCliOptions {
+  sd?: string;
+  clip?: string;
+  output?: string;
+  seed?: string;
+  controlChannels?: string;
+  json?: boolean;
+}
+
+export function initCommand(): Command {
+  return new Command('init')
+    .description('create a fresh Diff-Restorer checkpoint from SD 1.5 and CLIP, the way training starts')
+    .option('--sd <dir|repo>', 'Stable Diffusion 1.5 folder or repo id (unet/, vae/, scheduler/ in diffusers layout)', 'stable-diffusion-v1-5/stable-diffusion-v1-5')
+    .option('--clip <dir|repo>', 'CLIP folder or repo id (transformers CLIPModel layout)', 'openai/clip-vit-large-patch14')
+    .option('-o, --output <dir>', 'the new checkpoint folder (must not exist, or be empty)')
+    .option('--seed <n>', 'seed of the new layers\' initialisation', '0')
+    .option('--control-channels <list>', 'control encoder widths per level, comma-separated (design default 64,128,256,256)')
+    .option('--json', 'print {"output", "sd", "clip"}')
+    .addHelpText('after', `
+The checkpoint has model_index.json (recording --sd and --clip as given), prompt_processor/,
+control/ (the UNet's encoder and mid block copied, zero convolutions at zero) and decoder/ (the
+SD VAE decoder plus degradation-aware blocks that start as the identity). A fresh checkpoint
+therefore restores like plain SD 1.5 + the SD VAE; its new layers are what training learns.
+
+Example:
+  dr init --sd ~/models/stable-diffusion-v1-5 --clip ~/models/clip-vit-large-patch14 -o dr-fresh
+  dr restore photo.jpg --model dr-fresh -o restored.png`)
+    .action((opts: InitCliOptions) => runCommand(() => init(opts)));
+}
+
+async function init(opts: InitCliOptions): Promise<void> {
+  if (!opts.output) throw new DrError('-o/--output is required: the folder of the new checkpoint');
+  const seed = numberOption('--seed', opts.seed, (n) => Number.isInteger(n) && n >= 0, 'a non-negative integer')!;
+  let controlChannels: number[] | undefined;
+  if (opts.controlChannels !== undefined) {
+    controlChannels = opts.controlChannels.split(',').map((s) => Number(s.trim()));
+    if (controlChannels.length === 0 || controlChannels.some((c) => !Number.isInteger(c) || c < 1)) {
+      throw new DrError(`--control-channels: expected positive integers separated by commas, got "${opts.controlChannels}"`);
+    }
+  }
+  const sd = modelDir(opts.sd, '--sd');
+  const clip = modelDir(opts.clip, '--clip');
+  const out = path.resolve(opts.output);
+  initDiffRestorer({
+    // A folder is recorded by absolute path (the checkpoint may move); a repo id as given.
+    sd, clip, sdSpec: specOf(opts.sd!, sd), clipSpec: specOf(opts.clip!, clip), out, seed, controlChannels,
+    onProgress: opts.json ? undefined : (part) => process.stderr.write(`writing ${part}\n`),
+  });
+  if (opts.json) process.stdout.write(`${JSON.stringify({ output: out, sd, clip }, null, 2)}\n`);
+  else process.stdout.write(`${out}\n`);
+}
+
+const specOf = (spec: string, resolved: string): string => (fs.existsSync(spec) ? resolved : spec);

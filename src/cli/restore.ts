@@ -1,0 +1,294 @@
+import { Command } from 'commander';
+import fs from 'node:fs';
+import { DrError } from '../errors.js';
+import { Engine } from '../engine/engine.js';
+import { scale } from '../engine/ops/elementwise.js';
+import { adainColorFix, cropTo, reflectPad, waveletColorFix } from '../engine/ops/image.js';
+import type { Tensor } from '../engine/tensor.js';
+import { DiffRestorer, readModelIndex } from '../graph/diffrestorer/model.js';
+import type { Precision } from '../graph/module.js';
+import { CLEAN_TEXT, TrainingFreeRestorer } from '../graph/training_free.js';
+import type { RgbImage } from '../image/load.js';
+import { listImages } from '../image/load.js';
+import { loadImage, outputPathFor, saveImage, type LoadedImage } from '../image/restore_io.js';
+import { modelDir } from './models.js';
+import { Progress } from './progress.js';
+import { numberOption, precisionOption, runCommand } from './run.js';
+
+interface RestoreCliOptions {
+  output?: string;
+  model?: string;
+  sd?: string;
+  clip?: string;
+  controlnet?: string;
+  steps: string;
+  seed: string;
+  guidance?: string;
+  strength: string;
+  prompt?: string;
+  threshold: string;
+  controlScale: string;
+  precision?: string;
+  tile: string;
+  tileOverlap: string;
+  colorFix: string;
+  force?: boolean;
+  skipExisting?: boolean;
+  json?: boolean;
+}
+
+const DEFAULT_SD = 'stable-diffusion-v1-5/stable-diffusion-v1-5';
+const DEFAULT_CLIP = 'openai/clip-vit-large-patch14';
+const DEFAULT_CONTROLNET = 'lllyasviel/control_v11f1e_sd15_tile';
+const COLOR_FIXES = ['wavelet', 'adain', 'none'] as const;
+type ColorFix = (typeof COLOR_FIXES)[number];
+
+export function restoreCommand(): Command {
+  return new Command('restore')
+    .description('restore photos with Diff-Restorer (--model), or training-free with SD 1.5 + a tile ControlNet')
+    .argument('<images...>', 'image files or folders of images (PNG, JPEG, WebP, TIFF, GIF; 8 or 16 bit)')
+    .option('-o, --output <path>', 'output file, or folder (ends in /, exists, or several inputs); default: beside each input as NAME_restored.EXT')
+    .option('--model <dir>', 'a Diff-Restorer checkpoint (see `dr init`); without it, the training-free mode runs')
+    .option('--sd <dir|repo>', `Stable Diffusion 1.5 folder or repo id (default: the checkpoint's, else ${DEFAULT_SD})`)
+    .option('--clip <dir|repo>', `CLIP folder or repo id (default: the checkpoint's, else ${DEFAULT_CLIP})`)
+    .option('--controlnet <dir|repo>', `training-free: a tile ControlNet folder or repo id (default ${DEFAULT_CONTROLNET})`)
+    .option('--steps <n>', 'UniPC steps', '20')
+    .option('--seed <n>', 'noise seed (same seed, adapter and precision → same output)', '0')
+    .option('--guidance <g>', 'classifier-free guidance scale (default 1 with --model, as the paper; 5 training-free)')
+    .option('--strength <s>', 'training-free: how much of the schedule re-runs from the noised input (0–1)', '0.5')
+    .option('--prompt <text>', 'training-free: words added to the positive prompt, e.g. what the photo shows')
+    .option('--threshold <p>', 'a degradation is reported (and, training-free, put in the negative prompt) from this probability', '0.2')
+    .option('--control-scale <s>', 'training-free: ControlNet conditioning scale', '1')
+    .option('--precision <p>', 'auto (f16 where the GPU has shader-f16), f32 or f16', 'auto')
+    .option('--tile <px>', 'images larger than this are denoised in overlapping tiles of this side', '512')
+    .option('--tile-overlap <px>', 'overlap of neighbouring tiles', '128')
+    .option('--color-fix <how>', 'match the input\'s colours: wavelet (low frequencies), adain (channel mean/std) or none', 'wavelet')
+    .option('-f, --force', 'replace existing output files')
+    .option('--skip-existing', 'skip inputs whose output exists (resume an interrupted run)')
+    .option('--json', 'print a JSON summary: per image input, output, size, seconds, degradations')
+    .addHelpText('after', `
+Modes:
+  --model DR_DIR   Diff-Restorer: CLIP visual prompts → prompt processor → UNet + image control
+                   network, UniPC → degradation-aware decoder. Base models come from the
+                   checkpoint's model_index.json unless --sd/--clip are given.
+  (no --model)     Training-free, public weights only: CLIP finds the degradations (Eq. 1, as
+                   \`dr probe\`); SD 1.5 + the tile ControlNet re-denoise the input's latent
+                   (img2img, --strength) toward "${CLEAN_TEXT}" and away
+                   from the detected degradations (negative prompt).
+
+Models are folders or Hugging Face repo ids found in the local cache (\`dr fetch REPO\`).
+Images are padded (reflect) to the model's multiple and cropped back; alpha is kept; 16-bit
+PNG/TIFF stay 16-bit. Outputs are written under a temporary name and renamed, so an interrupted
+run leaves only complete files: rerun with --skip-existing to go on.
+
+Examples:
+  dr restore noisy.jpg -o clean.png
+  dr restore photos/ -o restored/ --strength 0.4 --prompt "a cat on a sofa"
+  dr restore photos/ -o restored/ --model dr-checkpoint --steps 20 --seed 1 --json`)
+    .action((images: string[], opts: RestoreCliOptions) => runCommand(() => restore(images, opts)));
+}
+
+interface Settings {
+  steps: number;
+  seed: number;
+  guidance: number;
+  strength: number;
+  threshold: number;
+  controlScale: number;
+  precision: Precision;
+  tile: number;
+  tileOverlap: number;
+  colorFix: ColorFix;
+  prompt?: string;
+}
+
+function parseSettings(opts: RestoreCliOptions, trained: boolean): Settings {
+  const int = (name: string, v: string, min: number) =>
+    numberOption(name, v, (n) => Number.isInteger(n) && n >= min, `an integer ≥ ${min}`)!;
+  const colorFix = opts.colorFix as ColorFix;
+  if (!COLOR_FIXES.includes(colorFix)) throw new DrError(`--color-fix: expected ${COLOR_FIXES.join(', ')}, got "${opts.colorFix}"`);
+  const s: Settings = {
+    steps: int('--steps', opts.steps, 1),
+    seed: int('--seed', opts.seed, 0),
+    guidance: numberOption('--guidance', opts.guidance, (n) => n >= 0, 'a number ≥ 0') ?? (trained ? 1 : 5),
+    strength: numberOption('--strength', opts.strength, (n) => n > 0 && n <= 1, 'a number in (0, 1]')!,
+    threshold: numberOption('--threshold', opts.threshold, (n) => n >= 0 && n <= 1, 'a probability in [0, 1]')!,
+    controlScale: numberOption('--control-scale', opts.controlScale, (n) => n >= 0, 'a number ≥ 0')!,
+    precision: precisionOption(opts.precision),
+    tile: int('--tile', opts.tile, 64),
+    tileOverlap: int('--tile-overlap', opts.tileOverlap, 0),
+    colorFix,
+    prompt: opts.prompt,
+  };
+  if (s.tileOverlap >= s.tile) throw new DrError(`--tile-overlap (${s.tileOverlap}) must be smaller than --tile (${s.tile})`);
+  return s;
+}
+
+/** One loaded pipeline, either mode, as the per-image loop sees it. */
+interface Restorer {
+  /** Image sides are padded to a multiple of this. */
+  multiple: number;
+  /** Pixels per latent cell. */
+  vaeFactor: number;
+  run(e: Engine, lq: Tensor, rgb: RgbImage, onStep: (i: number, total: number) => void): Promise<{ image: Tensor; scores: Score[] }>;
+}
+
+interface Score {
+  name: string;
+  probability: number;
+}
+
+function loadRestorer(e: Engine, opts: RestoreCliOptions, s: Settings, say: (part: string) => void): Restorer {
+  const tile = (vaeFactor: number) => ({ size: Math.floor(s.tile / vaeFactor), overlap: Math.floor(s.tileOverlap / vaeFactor) });
+  if (opts.model) {
+    const dir = modelDir(opts.model, '--model');
+    const index = readModelIndex(dir);
+    const bases = { sd: modelDir(opts.sd ?? index.sd, '--sd'), clip: modelDir(opts.clip ?? index.clip, '--clip') };
+    const m = DiffRestorer.load(e, dir, bases, s.precision, (part) => say(part));
+    const vaeFactor = 2 ** (m.vae.config.blockOut.length - 1);
+    return {
+      multiple: vaeFactor * 2 ** (m.unet.config.blockOut.length - 1),
+      vaeFactor,
+      run: async (e, lq, rgb, onStep) => {
+        const r = await m.restore(e, lq, rgb, { steps: s.steps, seed: s.seed, guidance: s.guidance, tile: tile(vaeFactor), onStep });
+        return { image: r.image, scores: r.degradations };
+      },
+    };
+  }
+  const dirs = {
+    sd: modelDir(opts.sd ?? DEFAULT_SD, '--sd'),
+    clip: modelDir(opts.clip ?? DEFAULT_CLIP, '--clip'),
+    controlnet: modelDir(opts.controlnet ?? DEFAULT_CONTROLNET, '--controlnet'),
+  };
+  const m = TrainingFreeRestorer.load(e, dirs, s.precision, say);
+  const vaeFactor = 2 ** (m.sd.vae.config.blockOut.length - 1);
+  return {
+    multiple: vaeFactor * 2 ** (m.sd.unet.config.blockOut.length - 1),
+    vaeFactor,
+    run: async (e, lq, rgb, onStep) => {
+      const r = await m.restore(e, lq, rgb, {
+        steps: s.steps, seed: s.seed, guidance: s.guidance, strength: s.strength, prompt: s.prompt, threshold: s.threshold,
+        controlScale: s.controlScale, tile: tile(vaeFactor), onStep,
+      });
+      return { image: r.image, scores: r.scores.map((d) => ({ name: d.text, probability: d.probability })) };
+    },
+  };
+}
+
+interface ImageResult {
+  input: string;
+  output: string;
+  width: number;
+  height: number;
+  seconds: number;
+  /** Degradations at or above --threshold, most likely first. */
+  detected: string[];
+  scores: Score[];
+}
+
+async function restore(inputs: string[], opts: RestoreCliOptions): Promise<number> {
+  const s = parseSettings(opts, !!opts.model);
+  if (opts.force && opts.skipExisting) throw new DrError('--force and --skip-existing contradict each other; choose one');
+  const files = listImages(inputs);
+  const jobs = files.map((input) => ({ input, output: outputPathFor(input, opts.output, files.length > 1) }));
+  const outputs = new Set<string>();
+  for (const j of jobs) {
+    if (outputs.has(j.output)) throw new DrError(`${j.output}: two inputs would be written here (same name); restore them separately`);
+    outputs.add(j.output);
+  }
+  const existing = jobs.filter((j) => fs.existsSync(j.output));
+  if (existing.length && !opts.force && !opts.skipExisting) {
+    throw new DrError(`${existing[0].output}: already exists${existing.length > 1 ? ` (and ${existing.length - 1} more outputs)` : ''}; use --force to replace or --skip-existing to resume`);
+  }
+  const todo = opts.skipExisting ? jobs.filter((j) => !existing.includes(j)) : jobs;
+  if (opts.skipExisting && existing.length && !opts.json) process.stderr.write(`skipping ${existing.length} images whose output exists\n`);
+
+  const say = (part: string) => opts.json || process.stderr.write(`loading ${part}\n`);
+  const e = await Engine.create();
+  const restorer = loadRestorer(e, opts, s, say);
+
+  const results: ImageResult[] = [];
+  const errors: { input: string; error: string }[] = [];
+  for (const [n, job] of todo.entries()) {
+    const started = performance.now();
+    let img: LoadedImage;
+    try {
+      img = await loadImage(job.input);
+      checkSize(job.input, img, restorer.multiple);
+    } catch (err) {
+      if (!(err instanceof DrError)) throw err;
+      errors.push({ input: job.input, error: err.message });
+      if (!opts.json) process.stderr.write(`dr: ${err.message}\n`);
+      continue;
+    }
+    const bar = new Progress(`[${n + 1}/${todo.length}] ${job.input}`, s.steps, { unit: 'steps' });
+    let restored: Float32Array;
+    let scores: Score[];
+    try {
+      ({ restored, scores } = await restoreOne(e, restorer, img, s.colorFix, () => bar.tick()));
+    } catch (err) {
+      throw outOfMemoryHint(job.input, err);
+    } finally {
+      bar.stop();
+    }
+    await saveImage(job.output, { width: img.width, height: img.height, rgb: restored, alpha: img.alpha }, { bitDepth: img.bitDepth, force: opts.force });
+    const detected = scores.filter((d) => d.probability >= s.threshold).sort((a, b) => b.probability - a.probability);
+    const r: ImageResult = {
+      ...job, width: img.width, height: img.height, seconds: (performance.now() - started) / 1000,
+      detected: detected.map((d) => d.name), scores,
+    };
+    results.push(r);
+    if (!opts.json) {
+      const found = detected.map((d) => `${d.name} (${d.probability.toFixed(2)})`).join(', ') || 'none';
+      process.stderr.write(`[${n + 1}/${todo.length}] ${r.input} → ${r.output} (${r.seconds.toFixed(1)} s); detected: ${found}\n`);
+    }
+  }
+  if (opts.json) {
+    const mode = opts.model ? 'diff-restorer' : 'training-free';
+    process.stdout.write(`${JSON.stringify({ mode, settings: s, results, errors, skipped: opts.skipExisting ? existing.map((j) => j.input) : [] }, null, 2)}\n`);
+  }
+  return errors.length ? 1 : 0;
+}
+
+/** Reflect padding needs each side larger than its padding: below the multiple's half there is not enough image. */
+function checkSize(file: string, img: LoadedImage, multiple: number): void {
+  const min = multiple / 2 + 1;
+  if (img.width < min || img.height < min) throw new DrError(`${file}: ${img.width}×${img.height} is too small (at least ${min}×${min} pixels)`);
+}
+
+/** Pads, restores, crops back and fixes colours; returns CHW [3, H, W] in about [0, 1]. */
+async function restoreOne(e: Engine, r: Restorer, img: LoadedImage, colorFix: ColorFix, onStep: () => void): Promise<{ restored: Float32Array; scores: Score[] }> {
+  const { width: W, height: H } = img;
+  const up = (n: number) => Math.ceil(n / r.multiple) * r.multiple;
+  const input = e.keep(e.upload(img.rgb, [1, 3, H, W])); // [1, 3, H, W] in [0, 1]
+  const lq = e.keep(reflectPad(e, input, 0, up(H) - H, 0, up(W) - W)); // [1, 3, H', W']
+  try {
+    const { image, scores } = await r.run(e, lq, rgb8(img), onStep); // [1, 3, H', W'] in [-1, 1]
+    const out = e.tidy(() => {
+      const x = cropTo(e, scale(e, image, 0.5, 0.5), H, W);
+      return colorFix === 'wavelet' ? waveletColorFix(e, x, input) : colorFix === 'adain' ? adainColorFix(e, x, input) : x;
+    });
+    e.release(image);
+    const restored = await e.read(out);
+    e.release(out);
+    return { restored, scores };
+  } finally {
+    e.release(input);
+    e.release(lq);
+  }
+}
+
+/** The 8-bit HWC image CLIP's preprocessing takes. */
+function rgb8(img: LoadedImage): RgbImage {
+  const n = img.width * img.height;
+  const data = new Uint8Array(3 * n);
+  for (let i = 0; i < n; i++) for (let c = 0; c < 3; c++) data[i * 3 + c] = Math.round(img.rgb[c * n + i] * 255);
+  return { width: img.width, height: img.height, data };
+}
+
+function outOfMemoryHint(file: string, err: unknown): unknown {
+  if (err instanceof DrError && /ran out of memory/.test(err.message)) {
+    return new DrError(`${file}: the GPU ran out of memory; try a smaller --tile (e.g. 384) or --precision f16`);
+  }
+  return err;
+}

@@ -1,0 +1,110 @@
+// Training-free restoration on public weights, built on the paper's own
+// observations: CLIP (Eq. 1) finds which degradations are present, and removing
+// their words from the prompt removes them (Fig. 2). SD 1.5 + a tile ControlNet
+// conditioned on the input denoise from the input's noised latent (img2img), with
+// classifier-free guidance toward a clean photo and away from the detected
+// degradations.
+import type { Engine } from '../engine/engine.js';
+import type { Tensor } from '../engine/tensor.js';
+import { ClipModel } from './clip/model.js';
+import { clipPixelValues, readClipImageConfig, type ClipImageConfig } from './clip/preprocess.js';
+import { DEGRADATION_TEXTS, DegradationProbe } from './clip/probe.js';
+import { ClipTokenizer } from './clip/tokenizer.js';
+import type { RgbImage } from '../image/load.js';
+import { seededNormal } from './init.js';
+import type { Precision } from './module.js';
+import { ControlNetModel } from './sd/controlnet.js';
+import { denoise } from './sd/denoise.js';
+import { StableDiffusion } from './sd/pipeline.js';
+import { scale } from '../engine/ops/elementwise.js';
+
+export const CLEAN_TEXT = 'a clean, sharp, high-quality photo';
+
+export interface TrainingFreeOptions {
+  steps: number;
+  seed: number;
+  guidance: number;
+  /** Fraction of the schedule re-run from the noised input latent (diffusers' img2img strength). */
+  strength: number;
+  /** Extra words for the positive prompt (e.g. what the photo shows). */
+  prompt?: string;
+  /** Degradations whose probe probability reaches this are put in the negative prompt. */
+  threshold: number;
+  controlScale: number;
+  tile?: { size: number; overlap: number };
+  onStep?: (i: number, total: number) => void;
+}
+
+export interface Detection {
+  text: string;
+  probability: number;
+}
+
+export class TrainingFreeRestorer {
+  private constructor(
+    readonly sd: StableDiffusion,
+    readonly controlnet: ControlNetModel,
+    readonly clip: ClipModel,
+    readonly clipImage: ClipImageConfig,
+    readonly probe: DegradationProbe,
+  ) {}
+
+  static load(e: Engine, dirs: { sd: string; clip: string; controlnet: string }, precision: Precision, onPart?: (name: string) => void): TrainingFreeRestorer {
+    onPart?.('CLIP');
+    const clip = ClipModel.load(e, dirs.clip, precision);
+    const probe = new DegradationProbe(e, clip, ClipTokenizer.fromDir(dirs.clip), [...DEGRADATION_TEXTS, CLEAN_TEXT]);
+    onPart?.('Stable Diffusion');
+    const sd = StableDiffusion.load(e, dirs.sd, precision);
+    onPart?.('ControlNet');
+    return new TrainingFreeRestorer(sd, ControlNetModel.load(e, dirs.controlnet, precision), clip, readClipImageConfig(dirs.clip), probe);
+  }
+
+  /** Eq. 1 over the eight degradations and a clean photo, with CLIP's learned scale. */
+  async detect(e: Engine, rgb: RgbImage, threshold: number): Promise<{ detected: Detection[]; scores: Detection[] }> {
+    const { cropHeight: h, cropWidth: w } = this.clipImage;
+    const scores = (await e.tidy(() => this.probe.score(e.upload(clipPixelValues(rgb, this.clipImage), [1, 3, h, w]), this.clip.logitScale)))[0]
+      .map((s) => ({ text: s.text, probability: s.probability }));
+    const detected = scores.filter((s) => s.text !== CLEAN_TEXT && s.probability >= threshold).sort((a, b) => b.probability - a.probability);
+    return { detected, scores };
+  }
+
+  /** lq [1, 3, H, W] in [0, 1], H and W multiples of 64 → restored [1, 3, H, W] in about [-1, 1]. */
+  async restore(e: Engine, lq: Tensor, rgb: RgbImage, o: TrainingFreeOptions): Promise<{ image: Tensor; detected: Detection[]; scores: Detection[] }> {
+    const { sd } = this;
+    const { detected, scores } = await this.detect(e, rgb, o.threshold);
+    const positive = o.prompt ? `${CLEAN_TEXT}, ${o.prompt}` : CLEAN_TEXT;
+    const negative = detected.map((d) => d.text).join(', ');
+    const context = e.keep(sd.encodePrompt(e, positive));
+    const uncond = e.keep(sd.encodePrompt(e, negative));
+
+    // img2img: diffusers' strength → the first step run, and the input noised to it.
+    sd.scheduler.setTimesteps(o.steps);
+    const start = Math.max(o.steps - Math.min(Math.floor(o.steps * o.strength), o.steps), 0);
+    const x0 = sd.vae.encode(e, scale(e, lq, 2, -1)); // [1, 4, H/8, W/8]
+    if (start >= o.steps) {
+      e.release(context);
+      e.release(uncond);
+      return { image: sd.vae.decode(e, x0), detected, scores };
+    }
+    const noise = e.upload(seededNormal(x0.size, o.seed), x0.shape);
+    const noised = sd.scheduler.addNoise(e, x0, noise, sd.scheduler.timesteps[start]);
+    const hint = e.keep(this.controlnet.embedHint(e, lq));
+    let latent: Tensor;
+    try {
+      latent = await denoise(e, {
+        unet: sd.unet, scheduler: sd.scheduler, latents: noised, context, uncondContext: uncond,
+        guidance: o.guidance, steps: o.steps, startIndex: start, tile: o.tile,
+        control: { model: this.controlnet, hintEmbedding: hint, scale: o.controlScale },
+        onStep: async (i) => {
+          await e.sync();
+          o.onStep?.(i - start, o.steps - start);
+        },
+      });
+    } finally {
+      for (const t of [context, uncond, hint]) e.release(t);
+    }
+    const image = sd.vae.decode(e, latent);
+    e.release(latent);
+    return { image, detected, scores };
+  }
+}
