@@ -123,8 +123,9 @@ export function loadModule(e: Engine, root: Module, ckpt: Checkpoint, opts: Load
   }
 }
 
-/** Opens the checkpoint in `dir` (or file), loads `root` from it, closes it. */
-export function loadFromCheckpoint(e: Engine, root: Module, dir: string, opts: LoadOptions = {}): void {
+/** Opens the checkpoint in `dir` (or file), loads `root` from it, closes it; an open Checkpoint stays open. */
+export function loadFromCheckpoint(e: Engine, root: Module, dir: string | Checkpoint, opts: LoadOptions = {}): void {
+  if (dir instanceof Checkpoint) return loadModule(e, root, dir, opts);
   const ckpt = Checkpoint.open(dir);
   try {
     loadModule(e, root, ckpt, opts);

@@ -64,6 +64,12 @@ export class TorchSource implements TensorSource {
 
 const SINGLE_FILE_NAMES = ['model.safetensors', 'diffusion_pytorch_model.safetensors'];
 
+/** One weights file: safetensors, or a torch pickle (`key` picks among several state dicts). */
+export function openTensorFile(path: string, key?: string): TensorSource {
+  if (!fs.existsSync(path)) throw new DrError(`${path}: no such file`);
+  return !path.endsWith('.safetensors') && looksLikeTorch(path) ? TorchSource.open(path, key) : SafetensorsFile.open(path);
+}
+
 export class Checkpoint {
   private constructor(
     /** What the user named (file or folder); used in error messages. */
@@ -86,8 +92,7 @@ export class Checkpoint {
     }
     if (!stat.isDirectory()) {
       if (pathOrDir.endsWith('.index.json')) return Checkpoint.openIndex(pathOrDir, pathOrDir);
-      if (!pathOrDir.endsWith('.safetensors') && looksLikeTorch(pathOrDir)) return Checkpoint.fromSource(pathOrDir, TorchSource.open(pathOrDir));
-      return Checkpoint.openSingle(pathOrDir, pathOrDir);
+      return Checkpoint.fromSource(pathOrDir, openTensorFile(pathOrDir));
     }
 
     const names = fs.readdirSync(pathOrDir);
@@ -97,11 +102,11 @@ export class Checkpoint {
     }
     if (found.length === 1) {
       const file = nodePath.join(pathOrDir, found[0]);
-      return found[0].endsWith('.index.json') ? Checkpoint.openIndex(pathOrDir, file) : Checkpoint.openSingle(pathOrDir, file);
+      return found[0].endsWith('.index.json') ? Checkpoint.openIndex(pathOrDir, file) : Checkpoint.fromSource(pathOrDir, SafetensorsFile.open(file));
     }
     // Fallback for hand-made folders holding one arbitrarily named file.
     const any = names.filter((n) => n.endsWith('.safetensors'));
-    if (any.length === 1) return Checkpoint.openSingle(pathOrDir, nodePath.join(pathOrDir, any[0]));
+    if (any.length === 1) return Checkpoint.fromSource(pathOrDir, SafetensorsFile.open(nodePath.join(pathOrDir, any[0])));
     if (any.length > 1) {
       throw new DrError(
         `${pathOrDir}: several .safetensors files (${any.join(', ')}) but no *.safetensors.index.json saying how they fit together`,
@@ -110,10 +115,6 @@ export class Checkpoint {
     throw new DrError(
       `${pathOrDir}: no model.safetensors, diffusion_pytorch_model.safetensors or *.safetensors.index.json found`,
     );
-  }
-
-  private static openSingle(label: string, file: string): Checkpoint {
-    return Checkpoint.fromSource(label, SafetensorsFile.open(file));
   }
 
   private static openIndex(label: string, indexPath: string): Checkpoint {

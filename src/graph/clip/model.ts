@@ -347,16 +347,17 @@ export class ClipTextModel extends Module {
     this.text_model = this.child('text_model', new ClipTextTransformer(config));
   }
 
-  static load(e: Engine, dir: string, precision: Precision = 'auto'): ClipTextModel {
+  /** Config from `dir`; weights from `dir` too unless given (a single-file checkpoint's component, left open). */
+  static load(e: Engine, dir: string, precision: Precision = 'auto', weights?: Checkpoint): ClipTextModel {
     const c = ConfigFile.inDir(dir);
     const model = new ClipTextModel(textConfig(c, c.file));
-    const ckpt = Checkpoint.open(dir);
+    const ckpt = weights ?? Checkpoint.open(dir);
     try {
       // transformers ≥ 5 saves CLIPTextModel without the `text_model.` prefix; older versions with it.
       const prefixed = ckpt.has('text_model.embeddings.token_embedding.weight');
       loadModule(e, prefixed ? model : model.text_model, ckpt, { precision });
     } finally {
-      ckpt.close();
+      if (!weights) ckpt.close();
     }
     return model;
   }

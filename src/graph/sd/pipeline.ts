@@ -8,6 +8,7 @@ import type { Tensor } from '../../engine/tensor.js';
 import { ClipTextModel } from '../clip/model.js';
 import { ClipTokenizer } from '../clip/tokenizer.js';
 import type { Precision } from '../module.js';
+import { SingleFileSd } from './single_file.js';
 import { UniPCScheduler, readUniPCConfig } from './unipc.js';
 import { UNet2DConditionModel } from './unet.js';
 import { AutoencoderKL } from './vae.js';
@@ -21,18 +22,28 @@ export class StableDiffusion {
     readonly scheduler: UniPCScheduler,
   ) {}
 
-  /** Loads `tokenizer/`, `text_encoder/`, `unet/`, `vae/`, `scheduler/` of a diffusers SD folder. */
-  static load(e: Engine, dir: string, precision: Precision = 'auto'): StableDiffusion {
-    for (const part of ['tokenizer', 'text_encoder', 'unet', 'vae', 'scheduler']) {
-      if (!fs.existsSync(path.join(dir, part))) throw new DrError(`${dir}: missing ${part}/ (expected a diffusers Stable Diffusion folder)`);
+  /**
+   * Loads `tokenizer/`, `text_encoder/`, `unet/`, `vae/`, `scheduler/` of a diffusers SD folder,
+   * or a single-file checkpoint (original layout) whose configs, tokenizer and scheduler come
+   * from `configDir` (SD 1.5's by default).
+   */
+  static load(e: Engine, dir: string, precision: Precision = 'auto', configDir?: string): StableDiffusion {
+    const single = fs.statSync(dir, { throwIfNoEntry: false })?.isFile() ? SingleFileSd.open(dir, configDir) : undefined;
+    const root = single?.configDir ?? dir;
+    try {
+      for (const part of ['tokenizer', 'text_encoder', 'unet', 'vae', 'scheduler']) {
+        if (!fs.existsSync(path.join(root, part))) throw new DrError(`${root}: missing ${part}/ (expected a diffusers Stable Diffusion folder)`);
+      }
+      return new StableDiffusion(
+        ClipTokenizer.fromDir(path.join(root, 'tokenizer')),
+        ClipTextModel.load(e, path.join(root, 'text_encoder'), precision, single?.component('text_encoder')),
+        UNet2DConditionModel.load(e, path.join(root, 'unet'), precision, single?.component('unet')),
+        AutoencoderKL.load(e, path.join(root, 'vae'), precision, single?.component('vae')),
+        new UniPCScheduler(readUniPCConfig(path.join(root, 'scheduler', 'scheduler_config.json'))),
+      );
+    } finally {
+      single?.close();
     }
-    return new StableDiffusion(
-      ClipTokenizer.fromDir(path.join(dir, 'tokenizer')),
-      ClipTextModel.load(e, path.join(dir, 'text_encoder'), precision),
-      UNet2DConditionModel.load(e, path.join(dir, 'unet'), precision),
-      AutoencoderKL.load(e, path.join(dir, 'vae'), precision),
-      new UniPCScheduler(readUniPCConfig(path.join(dir, 'scheduler', 'scheduler_config.json'))),
-    );
   }
 
   /** Token ids as the pipelines make them: padded to 77 with the end token. */

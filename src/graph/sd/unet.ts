@@ -6,6 +6,7 @@ import { add, silu } from '../../engine/ops/elementwise.js';
 import { cast, concat } from '../../engine/ops/copy.js';
 import { ConfigFile } from '../config.js';
 import { Module, ModuleList, loadFromCheckpoint, type Precision } from '../module.js';
+import type { Checkpoint } from '../../weights/checkpoint.js';
 import { Conv2d, GroupNorm, Linear } from '../nn.js';
 import { Downsample2D, ResnetBlock2D, Transformer2DModel, Upsample2D } from './blocks.js';
 
@@ -258,9 +259,10 @@ export class UNet2DConditionModel extends Module {
     this.conv_out = this.child('conv_out', new Conv2d(c0, config.outChannels, 3, 1, 1));
   }
 
-  static load(e: Engine, dir: string, precision: Precision = 'auto'): UNet2DConditionModel {
+  /** Config from `dir`; weights from `dir` too unless given (a single-file checkpoint's component). */
+  static load(e: Engine, dir: string, precision: Precision = 'auto', weights?: Checkpoint): UNet2DConditionModel {
     const unet = new UNet2DConditionModel(readUNetConfig(dir));
-    loadFromCheckpoint(e, unet, dir, { precision });
+    loadFromCheckpoint(e, unet, weights ?? dir, { precision });
     return unet;
   }
 

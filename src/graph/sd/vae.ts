@@ -11,6 +11,7 @@ import { cast, permute } from '../../engine/ops/copy.js';
 import { f32 } from '../../engine/engine.js';
 import { ConfigFile } from '../config.js';
 import { Module, ModuleList, loadFromCheckpoint, type Precision } from '../module.js';
+import type { Checkpoint } from '../../weights/checkpoint.js';
 import { Conv2d, GroupNorm, Linear } from '../nn.js';
 import { ResnetBlock2D, Upsample2D } from './blocks.js';
 
@@ -249,9 +250,10 @@ export class AutoencoderKL extends Module {
     if (config.postQuantConv) this.post_quant_conv = this.child('post_quant_conv', new Conv2d(lc, lc, 1));
   }
 
-  static load(e: Engine, dir: string, precision: Precision = 'auto'): AutoencoderKL {
+  /** Config from `dir`; weights from `dir` too unless given (a single-file checkpoint's component). */
+  static load(e: Engine, dir: string, precision: Precision = 'auto', weights?: Checkpoint): AutoencoderKL {
     const vae = new AutoencoderKL(readVaeConfig(dir));
-    loadFromCheckpoint(e, vae, dir, { precision });
+    loadFromCheckpoint(e, vae, weights ?? dir, { precision });
     return vae;
   }
 
