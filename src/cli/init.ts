@@ -3,7 +3,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { DrError } from '../errors.js';
 import { initDiffRestorer } from '../graph/diffrestorer/init.js';
-import { modelDir } from './models.js';
+import { modelDir, sdModel } from './models.js';
 import { numberOption, runCommand } from './run.js';
 
 interface InitCliOptions {
@@ -18,7 +18,7 @@ interface InitCliOptions {
 export function initCommand(): Command {
   return new Command('init')
     .description('create a fresh Diff-Restorer checkpoint from SD 1.5 and CLIP, the way training starts')
-    .option('--sd <dir|repo>', 'Stable Diffusion 1.5 folder or repo id (unet/, vae/, scheduler/ in diffusers layout)', 'stable-diffusion-v1-5/stable-diffusion-v1-5')
+    .option('--sd <dir|repo|file>', 'Stable Diffusion 1.5 folder or repo id (unet/, vae/, scheduler/ in diffusers layout), or a single-file checkpoint', 'stable-diffusion-v1-5/stable-diffusion-v1-5')
     .option('--clip <dir|repo>', 'CLIP folder or repo id (transformers CLIPModel layout)', 'openai/clip-vit-large-patch14')
     .option('-o, --output <dir>', 'the new checkpoint folder (must not exist, or be empty)')
     .option('--seed <n>', 'seed of the new layers\' initialisation', '0')
@@ -42,11 +42,12 @@ async function init(opts: InitCliOptions): Promise<void> {
   let controlChannels: number[] | undefined;
   if (opts.controlChannels !== undefined) {
     controlChannels = opts.controlChannels.split(',').map((s) => Number(s.trim()));
-    if (controlChannels.length === 0 || controlChannels.some((c) => !Number.isInteger(c) || c < 1)) {
-      throw new DrError(`--control-channels: expected positive integers separated by commas, got "${opts.controlChannels}"`);
+    // Four stages: three stride-2 convolutions take the image to the latent's H/8; the group norms have 32 groups.
+    if (controlChannels.length !== 4 || controlChannels.some((c) => !Number.isInteger(c) || c < 1 || c % 32)) {
+      throw new DrError(`--control-channels: expected 4 multiples of 32 separated by commas, got "${opts.controlChannels}"`);
     }
   }
-  const sd = modelDir(opts.sd, '--sd');
+  const sd = sdModel(opts.sd, '--sd');
   const clip = modelDir(opts.clip, '--clip');
   const out = path.resolve(opts.output);
   initDiffRestorer({

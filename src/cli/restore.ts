@@ -10,8 +10,8 @@ import type { Precision } from '../graph/module.js';
 import { CLEAN_TEXT, TrainingFreeRestorer } from '../graph/training_free.js';
 import type { RgbImage } from '../image/load.js';
 import { listImages } from '../image/load.js';
-import { loadImage, outputPathFor, saveImage, type LoadedImage } from '../image/restore_io.js';
-import { modelDir } from './models.js';
+import { checkImage, loadImage, outputPathFor, saveImage, type LoadedImage } from '../image/restore_io.js';
+import { modelDir, sdModel } from './models.js';
 import { Progress } from './progress.js';
 import { numberOption, precisionOption, runCommand } from './run.js';
 
@@ -49,7 +49,7 @@ export function restoreCommand(): Command {
     .argument('<images...>', 'image files or folders of images (PNG, JPEG, WebP, TIFF, GIF; 8 or 16 bit)')
     .option('-o, --output <path>', 'output file, or folder (ends in /, exists, or several inputs); default: beside each input as NAME_restored.EXT')
     .option('--model <dir>', 'a Diff-Restorer checkpoint (see `dr init`); without it, the training-free mode runs')
-    .option('--sd <dir|repo>', `Stable Diffusion 1.5 folder or repo id (default: the checkpoint's, else ${DEFAULT_SD})`)
+    .option('--sd <dir|repo|file>', `Stable Diffusion 1.5 folder, repo id or single-file checkpoint (default: the checkpoint's, else ${DEFAULT_SD})`)
     .option('--clip <dir|repo>', `CLIP folder or repo id (default: the checkpoint's, else ${DEFAULT_CLIP})`)
     .option('--controlnet <dir|repo>', `training-free: a tile ControlNet folder or repo id (default ${DEFAULT_CONTROLNET})`)
     .option('--steps <n>', 'UniPC steps', '20')
@@ -143,7 +143,7 @@ function loadRestorer(e: Engine, opts: RestoreCliOptions, s: Settings, say: (par
   if (opts.model) {
     const dir = modelDir(opts.model, '--model');
     const index = readModelIndex(dir);
-    const bases = { sd: modelDir(opts.sd ?? index.sd, '--sd'), clip: modelDir(opts.clip ?? index.clip, '--clip') };
+    const bases = { sd: sdModel(opts.sd ?? index.sd, '--sd'), clip: modelDir(opts.clip ?? index.clip, '--clip') };
     const m = DiffRestorer.load(e, dir, bases, s.precision, (part) => say(part));
     const vaeFactor = 2 ** (m.vae.config.blockOut.length - 1);
     return {
@@ -156,7 +156,7 @@ function loadRestorer(e: Engine, opts: RestoreCliOptions, s: Settings, say: (par
     };
   }
   const dirs = {
-    sd: modelDir(opts.sd ?? DEFAULT_SD, '--sd'),
+    sd: sdModel(opts.sd ?? DEFAULT_SD, '--sd'),
     clip: modelDir(opts.clip ?? DEFAULT_CLIP, '--clip'),
     controlnet: modelDir(opts.controlnet ?? DEFAULT_CONTROLNET, '--controlnet'),
   };
@@ -200,15 +200,35 @@ async function restore(inputs: string[], opts: RestoreCliOptions): Promise<numbe
   if (existing.length && !opts.force && !opts.skipExisting) {
     throw new DrError(`${existing[0].output}: already exists${existing.length > 1 ? ` (and ${existing.length - 1} more outputs)` : ''}; use --force to replace or --skip-existing to resume`);
   }
-  const todo = opts.skipExisting ? jobs.filter((j) => !existing.includes(j)) : jobs;
   if (opts.skipExisting && existing.length && !opts.json) process.stderr.write(`skipping ${existing.length} images whose output exists\n`);
 
-  const say = (part: string) => opts.json || process.stderr.write(`loading ${part}\n`);
+  // Unreadable inputs are reported before minutes of model loading; the others still run.
+  const errors: { input: string; error: string }[] = [];
+  const todo: typeof jobs = [];
+  for (const job of opts.skipExisting ? jobs.filter((j) => !existing.includes(j)) : jobs) {
+    try {
+      await checkImage(job.input);
+      todo.push(job);
+    } catch (err) {
+      if (!(err instanceof DrError)) throw err;
+      errors.push({ input: job.input, error: err.message });
+      if (!opts.json) process.stderr.write(`dr: ${err.message}\n`);
+    }
+  }
+  const results: ImageResult[] = [];
+  if (todo.length) await restoreAll(todo, opts, s, results, errors);
+  if (opts.json) {
+    const mode = opts.model ? 'diff-restorer' : 'training-free';
+    process.stdout.write(`${JSON.stringify({ mode, settings: s, results, errors, skipped: opts.skipExisting ? existing.map((j) => j.input) : [] }, null, 2)}\n`);
+  }
+  return errors.length ? 1 : 0;
+}
+
+async function restoreAll(todo: { input: string; output: string }[], opts: RestoreCliOptions, s: Settings, results: ImageResult[], errors: { input: string; error: string }[]): Promise<void> {
+  // Like the progress bars: shown on a terminal only, so scripts see results and errors alone.
+  const say = (part: string) => process.stderr.isTTY && !opts.json && process.stderr.write(`loading ${part}\n`);
   const e = await Engine.create();
   const restorer = loadRestorer(e, opts, s, say);
-
-  const results: ImageResult[] = [];
-  const errors: { input: string; error: string }[] = [];
   for (const [n, job] of todo.entries()) {
     const started = performance.now();
     let img: LoadedImage;
@@ -243,11 +263,6 @@ async function restore(inputs: string[], opts: RestoreCliOptions): Promise<numbe
       process.stderr.write(`[${n + 1}/${todo.length}] ${r.input} → ${r.output} (${r.seconds.toFixed(1)} s); detected: ${found}\n`);
     }
   }
-  if (opts.json) {
-    const mode = opts.model ? 'diff-restorer' : 'training-free';
-    process.stdout.write(`${JSON.stringify({ mode, settings: s, results, errors, skipped: opts.skipExisting ? existing.map((j) => j.input) : [] }, null, 2)}\n`);
-  }
-  return errors.length ? 1 : 0;
 }
 
 /** Reflect padding needs each side larger than its padding: below the multiple's half there is not enough image. */

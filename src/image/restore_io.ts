@@ -1,6 +1,6 @@
 import fs from 'node:fs';
 import path from 'node:path';
-import sharp from 'sharp';
+import sharp, { type Metadata } from 'sharp';
 import { DrError } from '../errors.js';
 import { isImagePath, statOrThrow } from './load.js';
 
@@ -49,28 +49,14 @@ function outputFormat(p: string): 'png' | 'jpeg' | 'webp' | 'tiff' {
  * files stay 16-bit so their extra precision reaches the model; grayscale becomes RGB.
  */
 export async function loadImage(p: string): Promise<LoadedImage> {
-  const st = statOrThrow(p);
-  if (st.isDirectory()) throw new DrError(`${p}: is a directory, not an image`);
-  if (st.size === 0) throw new DrError(`${p}: empty file (0 bytes)`);
-  const unreadable = (e: Error): never => {
-    // sharp says e.g. "Input file contains unsupported image format"; keep the useful part.
-    const why = e.message.replace(/^Input file (contains |has |is )?/i, '').split('\n')[0];
-    throw new DrError(`${p}: not a readable image (${why})`);
-  };
-  const meta = await sharp(p).metadata().catch(unreadable);
-  if (!INPUT_FORMATS.includes(meta.format)) {
-    throw new DrError(`${p}: unsupported image format ${meta.format} (supported: PNG, JPEG, WebP, TIFF, GIF)`);
-  }
-  if (meta.depth !== 'uchar' && meta.depth !== 'ushort') {
-    throw new DrError(`${p}: unsupported ${meta.depth} samples (8- and 16-bit images are supported)`);
-  }
+  const meta = await checkImage(p);
   const deep = meta.depth === 'ushort';
   const { data, info } = await sharp(p)
     .rotate()
     .toColourspace(deep ? 'rgb16' : 'srgb')
     .raw({ depth: deep ? 'ushort' : 'uchar' })
     .toBuffer({ resolveWithObject: true })
-    .catch(unreadable);
+    .catch(unreadable(p));
   // Copied for 16-bit: a Uint16Array view needs an even byte offset, which a Buffer need not have.
   const samples = deep ? new Uint16Array(data.buffer.slice(data.byteOffset, data.byteOffset + data.length)) : data;
   const { width, height, channels } = info;
@@ -84,6 +70,27 @@ export async function loadImage(p: string): Promise<LoadedImage> {
   }
   return { width, height, rgb, alpha, bitDepth: deep ? 16 : 8, format: meta.format };
 }
+
+/** Reads only the header: a file that passes decodes as loadImage expects (cheap, for checking inputs up front). */
+export async function checkImage(p: string): Promise<Metadata> {
+  const st = statOrThrow(p);
+  if (st.isDirectory()) throw new DrError(`${p}: is a directory, not an image`);
+  if (st.size === 0) throw new DrError(`${p}: empty file (0 bytes)`);
+  const meta = await sharp(p).metadata().catch(unreadable(p));
+  if (!INPUT_FORMATS.includes(meta.format)) {
+    throw new DrError(`${p}: unsupported image format ${meta.format} (supported: PNG, JPEG, WebP, TIFF, GIF)`);
+  }
+  if (meta.depth !== 'uchar' && meta.depth !== 'ushort') {
+    throw new DrError(`${p}: unsupported ${meta.depth} samples (8- and 16-bit images are supported)`);
+  }
+  return meta;
+}
+
+const unreadable = (p: string) => (e: Error): never => {
+  // sharp says e.g. "Input file contains unsupported image format"; keep the useful part.
+  const why = e.message.replace(/^Input file (contains |has |is )?/i, '').split('\n')[0];
+  throw new DrError(`${p}: not a readable image (${why})`);
+};
 
 /**
  * Encodes by the extension of `p` (.png .jpg/.jpeg .webp .tif/.tiff): JPEG and WebP at

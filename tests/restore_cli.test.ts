@@ -1,0 +1,151 @@
+// `dr init` and `dr restore` end to end on the tiny fixtures (built CLI; `npm run build`
+// first): both modes, odd sizes padded and cropped back, alpha kept, determinism for a
+// seed, never overwriting, resuming, latent tiling, and bad input ending in one line.
+import { execFile } from 'node:child_process';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { promisify } from 'node:util';
+import sharp from 'sharp';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { FIXTURES, REPO, SHARED } from './helpers.js';
+
+const CLI = path.join(REPO, 'dist/src/cli/main.js');
+const SD = path.join(FIXTURES, 'sd-tiny');
+const CLIP = path.join(FIXTURES, 'clip-tiny');
+const TRAINING_FREE = ['--sd', SD, '--clip', CLIP, '--controlnet', path.join(SD, 'controlnet')];
+
+interface Result {
+  code: number;
+  stdout: string;
+  stderr: string;
+}
+
+async function dr(...args: string[]): Promise<Result> {
+  try {
+    const { stdout, stderr } = await promisify(execFile)('node', [CLI, ...args], { maxBuffer: 64 << 20 });
+    return { code: 0, stdout, stderr };
+  } catch (err) {
+    const e = err as { code: number; stdout: string; stderr: string };
+    return { code: e.code, stdout: e.stdout, stderr: e.stderr };
+  }
+}
+
+/** Exit 1 with exactly one line of ours (Dawn's "Warning:" lines aside) containing every fragment. */
+function expectUserError(r: Result, ...fragments: string[]): void {
+  const lines = r.stderr.split('\n').filter((l) => l && !l.startsWith('Warning:'));
+  expect(r.code, r.stderr).toBe(1);
+  expect(lines).toHaveLength(1);
+  for (const f of fragments) expect(lines[0]).toContain(f);
+}
+
+let tmp: string;
+let model: string;
+let photo: string; // 72×56 RGBA crop of a real photo: padded to 128×64 inside
+const file = (name: string) => path.join(tmp, name);
+
+beforeAll(async () => {
+  tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'dr-restore-'));
+  model = file('dr-tiny');
+  photo = file('cat.png');
+  await sharp(path.join(SHARED, 'images/chelsea.png'))
+    .extract({ left: 150, top: 60, width: 72, height: 56 })
+    .ensureAlpha(0.5)
+    .png()
+    .toFile(photo);
+  const r = await dr('init', '--sd', SD, '--clip', CLIP, '--control-channels', '32,32,32,32', '-o', model, '--json');
+  expect(r.code, r.stderr).toBe(0);
+  expect(JSON.parse(r.stdout).output).toBe(model);
+});
+afterAll(() => fs.rmSync(tmp, { recursive: true, force: true }));
+
+describe('dr init', () => {
+  it.each([
+    [['--control-channels', '32,abc'], '--control-channels: expected 4 multiples of 32'],
+    [['--control-channels', '32,32,48,32'], '--control-channels: expected 4 multiples of 32'],
+    [[], '-o/--output is required'],
+  ])('%j: one clear error, nothing written', async (args, message) => {
+    const out = args.length ? ['-o', file('bad-init')] : [];
+    expectUserError(await dr('init', '--sd', SD, '--clip', CLIP, ...args, ...out), message);
+    expect(fs.existsSync(file('bad-init'))).toBe(false);
+  });
+});
+
+describe('dr restore with a Diff-Restorer checkpoint', () => {
+  it('restores an odd-sized RGBA photo: same size, alpha kept, degradation probabilities reported', async () => {
+    const out = file('cat_dr.png');
+    const r = await dr('restore', photo, '-o', out, '--model', model, '--steps', '2', '--json');
+    expect(r.code, r.stderr).toBe(0);
+    const summary = JSON.parse(r.stdout);
+    expect(summary.mode).toBe('diff-restorer');
+    const [result] = summary.results;
+    expect(result).toMatchObject({ input: photo, output: out, width: 72, height: 56 });
+    expect(result.scores.map((s: { name: string }) => s.name)).toEqual(['noise', 'low-light', 'haze', 'rain', 'raindrop', 'snow', 'blur', 'jpeg']);
+    expect(result.scores.reduce((s: number, d: { probability: number }) => s + d.probability, 0)).toBeCloseTo(1, 5);
+    const meta = await sharp(out).metadata();
+    expect([meta.width, meta.height, meta.channels]).toEqual([72, 56, 4]);
+    const alpha = await sharp(out).extractChannel(3).raw().toBuffer();
+    expect(alpha.equals(await sharp(photo).extractChannel(3).raw().toBuffer())).toBe(true); // reattached as is
+  });
+
+  it('is deterministic for a seed, never overwrites without --force, and resumes with --skip-existing', async () => {
+    const out = file('cat_dr.png');
+    const first = fs.readFileSync(out);
+    expectUserError(await dr('restore', photo, '-o', out, '--model', model, '--steps', '2'), out, 'already exists', '--force');
+    expect(fs.readFileSync(out).equals(first)).toBe(true);
+    const skipped = await dr('restore', photo, '-o', out, '--model', model, '--skip-existing', '--json');
+    expect(skipped.code, skipped.stderr).toBe(0);
+    expect(JSON.parse(skipped.stdout).skipped).toEqual([photo]);
+    const again = await dr('restore', photo, '-o', out, '--model', model, '--steps', '2', '--force');
+    expect(again.code, again.stderr).toBe(0);
+    expect(fs.readFileSync(out).equals(first)).toBe(true);
+  });
+});
+
+describe('dr restore, training-free', () => {
+  it('detects degradations with CLIP and restores from the noised input latent', async () => {
+    const out = file('cat_free.webp');
+    const r = await dr('restore', photo, '-o', out, ...TRAINING_FREE, '--steps', '4', '--strength', '0.5', '--color-fix', 'adain', '--json');
+    expect(r.code, r.stderr).toBe(0);
+    const [result] = JSON.parse(r.stdout).results;
+    expect(result.scores).toHaveLength(9); // the eight degradations and a clean photo
+    expect(result.detected).toEqual(result.scores.filter((s: { probability: number }) => s.probability >= 0.2)
+      .sort((a: { probability: number }, b: { probability: number }) => b.probability - a.probability).map((s: { name: string }) => s.name));
+    const meta = await sharp(out).metadata();
+    expect([meta.format, meta.width, meta.height]).toEqual(['webp', 72, 56]);
+  });
+
+  it('denoises a wide image in overlapping latent tiles', async () => {
+    const wide = file('wide.jpg');
+    await sharp(path.join(SHARED, 'images/chelsea.png')).extract({ left: 40, top: 40, width: 200, height: 64 }).jpeg().toFile(wide);
+    const r = await dr('restore', wide, '-o', `${file('tiled')}/`, ...TRAINING_FREE, '--steps', '2', '--tile', '128', '--tile-overlap', '64', '--json');
+    expect(r.code, r.stderr).toBe(0);
+    const out = path.join(file('tiled'), 'wide.jpg');
+    const pixels = await sharp(out).raw().toBuffer({ resolveWithObject: true });
+    expect([pixels.info.width, pixels.info.height]).toEqual([200, 64]);
+  });
+});
+
+describe('dr restore, bad input', () => {
+  it('an unreadable image: one line naming it, exit 1, no output', async () => {
+    fs.writeFileSync(file('broken.png'), 'not an image');
+    expectUserError(await dr('restore', file('broken.png'), '-o', file('broken_out.png'), '--model', model, '--steps', '1'), 'broken.png', 'not a readable image');
+    expect(fs.existsSync(file('broken_out.png'))).toBe(false);
+  });
+
+  it('a checkpoint missing a part', async () => {
+    const partial = file('partial');
+    fs.cpSync(model, partial, { recursive: true });
+    fs.rmSync(path.join(partial, 'decoder'), { recursive: true });
+    expectUserError(await dr('restore', photo, '-o', file('p.png'), '--model', partial), 'partial', 'missing decoder/');
+  });
+
+  it.each([
+    [['--strength', '1.5'], '--strength: expected a number in (0, 1]'],
+    [['--color-fix', 'hist'], '--color-fix: expected wavelet, adain, none'],
+    [['--tile', '128', '--tile-overlap', '128'], '--tile-overlap (128) must be smaller than --tile (128)'],
+  ])('%j is refused before any work', async (args, message) => {
+    expectUserError(await dr('restore', photo, '-o', file('never.png'), ...TRAINING_FREE, ...args), message);
+    expect(fs.existsSync(file('never.png'))).toBe(false);
+  });
+});
