@@ -1,3 +1,5 @@
+import fs from 'node:fs';
+import path from 'node:path';
 import { DrError } from '../errors.js';
 import type { Engine } from '../engine/engine.js';
 import { ClipModel } from '../graph/clip/model.js';
@@ -10,6 +12,12 @@ import { Progress } from './progress.js';
 export function modelDir(dir: string | undefined, option: string): string {
   if (!dir) throw new DrError(`${option} is required: a Hugging Face model folder (config.json + *.safetensors) or repo id ORG/NAME`);
   return resolveModel(dir);
+}
+
+/** `--sd`: a diffusers folder or repo id, or a single-file checkpoint in the original layout (.safetensors, .ckpt). */
+export function sdModel(spec: string | undefined, option: string): string {
+  if (spec && fs.statSync(spec, { throwIfNoEntry: false })?.isFile()) return path.resolve(spec);
+  return modelDir(spec, option);
 }
 
 /** Loads a CLIPModel folder with a progress bar over the weight bytes. */

@@ -43,6 +43,14 @@ export interface TensorToWrite {
   data: ArrayBufferView;
 }
 
+/** A tensor whose bytes are read only when it is written, so a big file is streamed, not held. */
+export interface LazyTensorToWrite {
+  name: string;
+  dtype: StDtype;
+  shape: number[];
+  read: () => ArrayBufferView;
+}
+
 /** Real headers are a few hundred KB at most; anything bigger is a corrupt length field. */
 const MAX_HEADER_BYTES = 100 * 1024 * 1024;
 /** Node's readSync/writeSync take at most 2^31-1 bytes per call. */
@@ -299,6 +307,15 @@ function parseHeader(path: string, fd: number): { metadata: Record<string, strin
  * crash or bad input never leaves a half-written file at `path`.
  */
 export function writeSafetensors(path: string, tensors: TensorToWrite[], metadata?: Record<string, string>): void {
+  writeTensors(path, tensors, metadata);
+}
+
+/** writeSafetensors for lazily read tensors; `onTensor` is told each tensor's bytes once written (progress). */
+export function writeSafetensorsLazy(path: string, tensors: LazyTensorToWrite[], metadata?: Record<string, string>, onTensor?: (bytes: number) => void): void {
+  writeTensors(path, tensors, metadata, onTensor);
+}
+
+function writeTensors(path: string, tensors: (TensorToWrite | LazyTensorToWrite)[], metadata?: Record<string, string>, onTensor?: (bytes: number) => void): void {
   const header: Record<string, unknown> = {};
   if (metadata && Object.keys(metadata).length > 0) header.__metadata__ = metadata;
   let offset = 0;
@@ -308,7 +325,7 @@ export function writeSafetensors(path: string, tensors: TensorToWrite[], metadat
     if (!isDtype(t.dtype)) throw new DrError(`${what}: unknown dtype ${JSON.stringify(t.dtype)}`);
     if (!isShape(t.shape)) throw new DrError(`${what}: shape ${JSON.stringify(t.shape)} is not an array of non-negative integers`);
     const expected = numel(t.shape) * DTYPE_BYTES[t.dtype];
-    if (t.data.byteLength !== expected) {
+    if ('data' in t && t.data.byteLength !== expected) {
       throw new DrError(
         `${what}: data has ${t.data.byteLength} bytes but ${t.dtype} shape [${t.shape.join(', ')}] needs ${expected}`,
       );
@@ -338,7 +355,13 @@ export function writeSafetensors(path: string, tensors: TensorToWrite[], metadat
     };
     write(lenBytes);
     write(headerBytes);
-    for (const t of tensors) write(new Uint8Array(t.data.buffer, t.data.byteOffset, t.data.byteLength));
+    for (const t of tensors) {
+      const data = 'data' in t ? t.data : t.read();
+      const expected = numel(t.shape) * DTYPE_BYTES[t.dtype];
+      if (data.byteLength !== expected) throw new Error(`tensor "${t.name}" has ${data.byteLength} bytes, ${t.dtype} [${t.shape}] needs ${expected}`);
+      write(new Uint8Array(data.buffer, data.byteOffset, data.byteLength));
+      onTensor?.(data.byteLength);
+    }
     fs.closeSync(fd);
     fd = -1;
     fs.renameSync(tmp, path);

@@ -44,7 +44,7 @@ function towerConfig(c: ConfigFile, file: string): TowerConfig {
   return cfg;
 }
 
-function textConfig(t: ConfigFile, file: string): ClipConfig['text'] {
+export function textConfig(t: ConfigFile, file: string): ClipConfig['text'] {
   return { ...towerConfig(t, file), vocab: t.int('vocab_size'), maxPositions: t.int('max_position_embeddings'), eosTokenId: t.int('eos_token_id', 2) };
 }
 

@@ -12,6 +12,7 @@ import { readClipConfig } from '../clip/model.js';
 import { ConfigFile } from '../config.js';
 import { defaultInit, type HostParam } from '../init.js';
 import type { Module } from '../module.js';
+import { SdBase } from '../sd/single_file.js';
 import { readUNetConfig } from '../sd/unet.js';
 import { DiffRestorerControl } from './control.js';
 import { DegradationAwareDecoder, readDecoderConfig } from './decoder.js';
@@ -33,8 +34,9 @@ const COPIED_FROM_UNET = /^(conv_in|time_embedding|down_blocks|mid_block)\./;
 
 export function initDiffRestorer(o: InitOptions): void {
   if (fs.existsSync(o.out) && fs.readdirSync(o.out).length) throw new DrError(`${o.out}: exists and is not empty`);
-  const unetDir = path.join(o.sd, 'unet');
-  const vaeDir = path.join(o.sd, 'vae');
+  const sd = SdBase.open(o.sd);
+  const unetDir = sd.dir('unet');
+  const vaeDir = sd.dir('vae');
   const unetCfg = readUNetConfig(unetDir);
   const clipCfg = readClipConfig(o.clip);
   const tmp = `${o.out}.tmp-${process.pid}`;
@@ -61,7 +63,7 @@ export function initDiffRestorer(o: InitOptions): void {
       control_encoder: { in_channels: 3, channels: o.controlChannels ?? [64, 128, 256, 256], norm_num_groups: 32, norm_eps: 1e-6, degradation_dim: 256 },
     });
     const control = DiffRestorerControl.build(ctlDir);
-    const unet = Checkpoint.open(unetDir);
+    const unet = sd.weights('unet') ?? Checkpoint.open(unetDir);
     try {
       const fresh = new Map([...defaultInit(control.network, o.seed + 1), ...defaultInit(control.decoder, o.seed + 2, 'control_decoder.')]);
       const tensors: TensorToWrite[] = [];
@@ -84,7 +86,7 @@ export function initDiffRestorer(o: InitOptions): void {
     const decDir = path.join(tmp, 'decoder');
     writeJson(path.join(decDir, 'config.json'), { ...ConfigFile.inDir(vaeDir).raw, _class_name: 'DegradationAwareDecoder', degradation_dim: 256, drbs: true });
     const decoder = new DegradationAwareDecoder(readDecoderConfig(decDir));
-    const vae = Checkpoint.open(vaeDir);
+    const vae = sd.weights('vae') ?? Checkpoint.open(vaeDir);
     try {
       const tensors: TensorToWrite[] = [];
       for (const [name, param] of defaultInit(decoder, o.seed + 3)) {
@@ -113,6 +115,8 @@ export function initDiffRestorer(o: InitOptions): void {
   } catch (err) {
     fs.rmSync(tmp, { recursive: true, force: true });
     throw err;
+  } finally {
+    sd.close();
   }
 }
 

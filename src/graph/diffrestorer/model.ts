@@ -14,6 +14,7 @@ import { seededNormal } from '../init.js';
 import { loadFromCheckpoint, type Precision } from '../module.js';
 import { scale } from '../../engine/ops/elementwise.js';
 import { denoise } from '../sd/denoise.js';
+import { SdBase } from '../sd/single_file.js';
 import { UniPCScheduler, readUniPCConfig } from '../sd/unipc.js';
 import { UNet2DConditionModel } from '../sd/unet.js';
 import { AutoencoderKL } from '../sd/vae.js';
@@ -77,16 +78,21 @@ export class DiffRestorer {
       loadFromCheckpoint(e, m, ppDir, { precision });
       return m;
     });
-    return new DiffRestorer(
-      step('CLIP', () => ClipModel.load(e, bases.clip, precision)),
-      readClipImageConfig(bases.clip),
-      pp,
-      step('control network', () => DiffRestorerControl.load(e, path.join(dir, 'control'), precision)),
-      step('decoder', () => DegradationAwareDecoder.load(e, path.join(dir, 'decoder'), precision)),
-      step('UNet', () => UNet2DConditionModel.load(e, path.join(bases.sd, 'unet'), precision)),
-      step('VAE', () => AutoencoderKL.load(e, path.join(bases.sd, 'vae'), precision)),
-      new UniPCScheduler(readUniPCConfig(path.join(bases.sd, 'scheduler', 'scheduler_config.json'))),
-    );
+    const sd = SdBase.open(bases.sd);
+    try {
+      return new DiffRestorer(
+        step('CLIP', () => ClipModel.load(e, bases.clip, precision)),
+        readClipImageConfig(bases.clip),
+        pp,
+        step('control network', () => DiffRestorerControl.load(e, path.join(dir, 'control'), precision)),
+        step('decoder', () => DegradationAwareDecoder.load(e, path.join(dir, 'decoder'), precision)),
+        step('UNet', () => UNet2DConditionModel.load(e, sd.dir('unet'), precision, sd.weights('unet'))),
+        step('VAE', () => AutoencoderKL.load(e, sd.dir('vae'), precision, sd.weights('vae'))),
+        new UniPCScheduler(readUniPCConfig(path.join(sd.dir('scheduler'), 'scheduler_config.json'))),
+      );
+    } finally {
+      sd.close();
+    }
   }
 
   /**

@@ -8,7 +8,7 @@ import type { Tensor } from '../../engine/tensor.js';
 import { ClipTextModel } from '../clip/model.js';
 import { ClipTokenizer } from '../clip/tokenizer.js';
 import type { Precision } from '../module.js';
-import { SingleFileSd } from './single_file.js';
+import { SdBase } from './single_file.js';
 import { UniPCScheduler, readUniPCConfig } from './unipc.js';
 import { UNet2DConditionModel } from './unet.js';
 import { AutoencoderKL } from './vae.js';
@@ -28,21 +28,20 @@ export class StableDiffusion {
    * from `configDir` (SD 1.5's by default).
    */
   static load(e: Engine, dir: string, precision: Precision = 'auto', configDir?: string): StableDiffusion {
-    const single = fs.statSync(dir, { throwIfNoEntry: false })?.isFile() ? SingleFileSd.open(dir, configDir) : undefined;
-    const root = single?.configDir ?? dir;
+    const base = SdBase.open(dir, configDir);
     try {
       for (const part of ['tokenizer', 'text_encoder', 'unet', 'vae', 'scheduler']) {
-        if (!fs.existsSync(path.join(root, part))) throw new DrError(`${root}: missing ${part}/ (expected a diffusers Stable Diffusion folder)`);
+        if (!fs.existsSync(path.join(base.root, part))) throw new DrError(`${base.root}: missing ${part}/ (expected a diffusers Stable Diffusion folder)`);
       }
       return new StableDiffusion(
-        ClipTokenizer.fromDir(path.join(root, 'tokenizer')),
-        ClipTextModel.load(e, path.join(root, 'text_encoder'), precision, single?.component('text_encoder')),
-        UNet2DConditionModel.load(e, path.join(root, 'unet'), precision, single?.component('unet')),
-        AutoencoderKL.load(e, path.join(root, 'vae'), precision, single?.component('vae')),
-        new UniPCScheduler(readUniPCConfig(path.join(root, 'scheduler', 'scheduler_config.json'))),
+        ClipTokenizer.fromDir(base.dir('tokenizer')),
+        ClipTextModel.load(e, base.dir('text_encoder'), precision, base.weights('text_encoder')),
+        UNet2DConditionModel.load(e, base.dir('unet'), precision, base.weights('unet')),
+        AutoencoderKL.load(e, base.dir('vae'), precision, base.weights('vae')),
+        new UniPCScheduler(readUniPCConfig(path.join(base.dir('scheduler'), 'scheduler_config.json'))),
       );
     } finally {
-      single?.close();
+      base.close();
     }
   }
 

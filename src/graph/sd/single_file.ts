@@ -13,8 +13,11 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { DrError } from '../../errors.js';
 import { Checkpoint, openTensorFile, type TensorEntry, type TensorSource } from '../../weights/checkpoint.js';
-import { readUNetConfig, type UNetConfig } from './unet.js';
-import { readVaeConfig, type VaeConfig } from './vae.js';
+import { ClipTextModel, textConfig } from '../clip/model.js';
+import { ConfigFile } from '../config.js';
+import type { Module } from '../module.js';
+import { UNet2DConditionModel, readUNetConfig, type UNetConfig } from './unet.js';
+import { AutoencoderKL, readVaeConfig, type VaeConfig } from './vae.js';
 
 export const SD15_CONFIG_DIR = fileURLToPath(new URL('./sd15/', import.meta.url));
 
@@ -159,6 +162,29 @@ export function mapOriginalKeys(file: string, entries: ReadonlyMap<string, Tenso
   return { mapping, ignored };
 }
 
+/**
+ * The mapped tensors must be exactly the params of the models the configs describe, with
+ * their shapes: a file of another size (or another model) is one clear error before any
+ * GPU work, not a failure halfway through loading.
+ */
+function checkAgainstModels(file: string, configDir: string, entries: ReadonlyMap<string, TensorEntry>, mapping: KeyMapping[], models: Record<SdComponent, Module>): void {
+  const hint = `the configs come from ${configDir}; for a model of another size use its own diffusers folder: dr convert ${file} -o DIR --config CONFIG_DIR`;
+  for (const c of SD_COMPONENTS) {
+    const have = new Map(mapping.filter((m) => m.component === c).map((m) => [m.diffusers, m]));
+    for (const [name, p] of models[c].namedParams()) {
+      const m = have.get(name);
+      if (!m) throw new DrError(`${file}: has no tensor for ${c} "${name}" (${hint})`);
+      const shape = m.shape ?? entries.get(m.original)!.shape;
+      if (shape.length !== p.shape.length || shape.some((d, i) => d !== p.shape[i])) {
+        throw new DrError(`${file}: "${m.original}" has shape [${shape.join(', ')}] but ${c} "${name}" is [${p.shape.join(', ')}] (${hint})`);
+      }
+      have.delete(name);
+    }
+    const extra = [...have.values()][0];
+    if (extra) throw new DrError(`${file}: key "${extra.original}" maps to ${c} "${extra.diffusers}", which the configured model does not have (${hint})`);
+  }
+}
+
 /** One component's tensors under their diffusers names, read from the original file. */
 class ComponentSource implements TensorSource {
   readonly tensors = new Map<string, TensorEntry>();
@@ -202,7 +228,15 @@ export class SingleFileSd {
       if (!isOriginalSd(source.tensors.keys())) {
         throw new DrError(`${file}: not a single-file Stable Diffusion checkpoint (no ${PREFIX.unet}* tensors)`);
       }
-      const { mapping, ignored } = mapOriginalKeys(file, source.tensors, readUNetConfig(path.join(configDir, 'unet')), readVaeConfig(path.join(configDir, 'vae')));
+      const unet = readUNetConfig(path.join(configDir, 'unet'));
+      const vae = readVaeConfig(path.join(configDir, 'vae'));
+      const { mapping, ignored } = mapOriginalKeys(file, source.tensors, unet, vae);
+      const text = ConfigFile.inDir(path.join(configDir, 'text_encoder'));
+      checkAgainstModels(file, configDir, source.tensors, mapping, {
+        unet: new UNet2DConditionModel(unet),
+        vae: new AutoencoderKL(vae),
+        text_encoder: new ClipTextModel(textConfig(text, text.file)).text_model,
+      });
       return new SingleFileSd(file, configDir, source, mapping, ignored);
     } catch (e) {
       source.close();
@@ -213,11 +247,42 @@ export class SingleFileSd {
   /** The component's weights under diffusers names; its config is `configDir/<component>/`. */
   component(c: SdComponent): Checkpoint {
     const rows = this.mapping.filter((m) => m.component === c);
-    if (!rows.length) throw new DrError(`${this.file}: has no ${c} tensors (${PREFIX[c]}*)`);
     return Checkpoint.fromSource(`${this.file} (${c})`, new ComponentSource(`${this.file} (${c})`, this.source, rows));
   }
 
   close(): void {
     this.source.close();
+  }
+}
+
+/**
+ * A Stable Diffusion base as the user names it (`--sd`): a diffusers folder, or a
+ * single file whose configs, tokenizer and scheduler come from `configDir`. Loaders
+ * take their config from `dir(c)` and, for a single file, their weights from `weights(c)`.
+ */
+export class SdBase {
+  private constructor(
+    /** The folder holding unet/, vae/, text_encoder/, tokenizer/, scheduler/ (configs at least). */
+    readonly root: string,
+    readonly single?: SingleFileSd,
+  ) {}
+
+  static open(spec: string, configDir?: string): SdBase {
+    if (!fs.statSync(spec, { throwIfNoEntry: false })?.isFile()) return new SdBase(spec);
+    const single = SingleFileSd.open(spec, configDir);
+    return new SdBase(single.configDir, single);
+  }
+
+  dir(part: SdComponent | 'tokenizer' | 'scheduler'): string {
+    return path.join(this.root, part);
+  }
+
+  /** The component's weights when they come from a single file; undefined for a folder (its loader opens it). */
+  weights(c: SdComponent): Checkpoint | undefined {
+    return this.single?.component(c);
+  }
+
+  close(): void {
+    this.single?.close();
   }
 }
