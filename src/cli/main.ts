@@ -2,6 +2,7 @@
 import { Command } from 'commander';
 import { degradeCommand } from './degrade.js';
 import { doctorCommand } from './doctor.js';
+import { evalCommand } from './eval.js';
 import { forwardCommand } from './forward.js';
 import { probeCommand } from './probe.js';
 
@@ -12,6 +13,7 @@ const program = new Command('dr')
   .addCommand(forwardCommand())
   .addCommand(doctorCommand())
   .addCommand(degradeCommand())
+  .addCommand(evalCommand())
   .addHelpText('after', `
 Start with \`dr doctor\` to see which GPU dr will use, then e.g.
   dr probe photo.jpg --model path/to/clip-vit-large-patch14`);

@@ -1,0 +1,80 @@
+/**
+ * The metrics `dr eval` knows: full-reference (a pair of images) or no-reference (one
+ * image), which direction is better, and what weights each needs.
+ */
+import fs from 'node:fs';
+import path from 'node:path';
+import { DrError } from '../../errors.js';
+import type { Engine } from '../../engine/engine.js';
+import type { Tensor } from '../../engine/tensor.js';
+import type { RgbImage } from '../../image/load.js';
+import { loadFromCheckpoint } from '../module.js';
+import { Lpips, type LpipsNet } from './lpips.js';
+import { niqe } from './niqe.js';
+import { psnr, type ColorMode } from './psnr.js';
+import { ssim } from './ssim.js';
+
+export interface MetricInputs {
+  ref?: Tensor;
+  dist: Tensor;
+  distImage: RgbImage;
+  distFile: string;
+}
+
+export interface Metric {
+  name: string;
+  kind: 'fr' | 'nr';
+  higherIsBetter: boolean;
+  /** Weight files (in the --weights folder) the metric needs; none for the classic ones. */
+  weightFiles: string[];
+  run: (e: Engine, x: MetricInputs) => Promise<number>;
+}
+
+export interface MetricOptions {
+  color?: ColorMode;
+  net: LpipsNet;
+  weightsDir?: string;
+}
+
+export const METRIC_NAMES = ['psnr', 'ssim', 'lpips', 'niqe'] as const;
+
+/** Builds the named metrics, loading weights (an error names every missing file). */
+export function createMetrics(e: Engine, names: string[], opts: MetricOptions): Metric[] {
+  return names.map((name): Metric => {
+    switch (name) {
+      case 'psnr':
+        return { name, kind: 'fr', higherIsBetter: true, weightFiles: [], run: (en, x) => psnr(en, x.ref!, x.dist, opts.color ?? 'rgb') };
+      case 'ssim':
+        return { name, kind: 'fr', higherIsBetter: true, weightFiles: [], run: (en, x) => ssim(en, x.ref!, x.dist, opts.color ?? 'y') };
+      case 'niqe':
+        return { name, kind: 'nr', higherIsBetter: false, weightFiles: [], run: async (_en, x) => niqe(x.distImage, x.distFile) };
+      case 'lpips': {
+        const file = lpipsWeightFile(opts.net, opts.weightsDir);
+        const model = new Lpips(opts.net);
+        loadFromCheckpoint(e, model, file, { precision: 'f32' });
+        return { name, kind: 'fr', higherIsBetter: false, weightFiles: [file], run: (en, x) => model.distance(en, x.ref!, x.dist) };
+      }
+      default:
+        throw new DrError(`--metric: unknown metric "${name}" (known: ${METRIC_NAMES.join(', ')})`);
+    }
+  });
+}
+
+export const lpipsFileName = (net: LpipsNet): string => `lpips_${net}.safetensors`;
+
+/** Whether a metric can run with what is on disk (for the default "all available"). */
+export function metricAvailable(name: string, opts: MetricOptions): boolean {
+  if (name !== 'lpips') return true;
+  return !!opts.weightsDir && fs.existsSync(path.join(opts.weightsDir, lpipsFileName(opts.net)));
+}
+
+function lpipsWeightFile(net: LpipsNet, dir: string | undefined): string {
+  const name = lpipsFileName(net);
+  const keys = 'net.slice1.0.weight ... net.slice5.*, lin0.model.1.weight ... lin4.model.1.weight, scaling_layer.shift/scale';
+  if (!dir) {
+    throw new DrError(`lpips: needs weights: give --weights DIR with ${name} (the lpips package's v0.1 state dict as safetensors: ${keys}; see README "Metric weights")`);
+  }
+  const file = path.join(dir, name);
+  if (!fs.existsSync(file)) throw new DrError(`${file}: missing; lpips --net ${net} needs it (${keys}; see README "Metric weights")`);
+  return file;
+}
