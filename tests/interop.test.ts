@@ -1,9 +1,12 @@
 // Weights as users have them (shared/fixtures/interop): PyTorch pickles read by the
 // restricted unpickler, malicious and corrupt files refused, state dicts found in
-// the usual wrappers.
+// the usual wrappers, single-file SD checkpoints mapped to diffusers, and the
+// dr convert / dr inspect commands (compiled CLI: npm run build first).
+import { execFile } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
+import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { DrError } from '../src/errors.js';
 import { SD_COMPONENTS, SingleFileSd, type SdComponent } from '../src/graph/sd/single_file.js';
@@ -12,7 +15,7 @@ import { call, global, int, MARK, pickle, stateDictPickle, str, writeTorchZip, t
 import { Engine } from '../src/engine/engine.js';
 import { StableDiffusion } from '../src/graph/sd/pipeline.js';
 import { SafetensorsFile } from '../src/weights/safetensors.js';
-import { absMax, expectClose, FIXTURES } from './helpers.js';
+import { absMax, expectClose, FIXTURES, REPO } from './helpers.js';
 
 const INTEROP = path.join(FIXTURES, 'interop');
 const PTH = path.join(INTEROP, 'pth');
@@ -252,5 +255,103 @@ describe('--sd FILE: the pipeline from a single file', () => {
     const ref = io.readF32('output');
     expectClose(await e.read(out), ref, 0, 1e-4 * Math.max(1, absMax(ref)));
     io.close();
+  });
+});
+
+describe('dr convert, dr inspect (the built CLI; npm run build first)', () => {
+  const CLI = path.join(REPO, 'dist/src/cli/main.js');
+  const SINGLE = path.join(INTEROP, 'single-file/sd-tiny.safetensors');
+  const SD = path.join(FIXTURES, 'sd-tiny');
+  const dr = async (...args: string[]): Promise<{ code: number; stdout: string; stderr: string }> => {
+    try {
+      const { stdout, stderr } = await promisify(execFile)('node', [CLI, ...args], { maxBuffer: 64 << 20 });
+      return { code: 0, stdout, stderr };
+    } catch (err) {
+      const e = err as { code: number; stdout: string; stderr: string };
+      return { code: e.code, stdout: e.stdout, stderr: e.stderr };
+    }
+  };
+  /** Exit 1 and one `dr: ` line (Dawn's "Warning:" notices aside), no stack. */
+  const expectUserError = (r: { code: number; stderr: string }, ...fragments: string[]): void => {
+    expect(r.code).toBe(1);
+    const lines = r.stderr.split('\n').filter((l) => l && !l.startsWith('Warning:'));
+    expect(lines).toHaveLength(1);
+    for (const f of fragments) expect(lines[0]).toContain(f);
+  };
+
+  it('single file → diffusers folder; dr forward on its UNet reproduces unet_io', async () => {
+    const out = path.join(tmp, 'sd-tiny-converted');
+    const r = await dr('convert', SINGLE, '-o', out, '--config', SD);
+    expect(r.code, r.stderr).toBe(0);
+    expect(r.stdout.trim()).toBe(out);
+    for (const c of ['unet', 'vae', 'text_encoder'] as const) {
+      const weights = c === 'text_encoder' ? 'model.safetensors' : 'diffusion_pytorch_model.safetensors';
+      const [a, b] = [Checkpoint.open(path.join(out, c, weights)), Checkpoint.open(path.join(SD, c, weights))];
+      expectSameTensors(a, b);
+      a.close();
+      b.close();
+      expect(fs.readFileSync(path.join(out, c, 'config.json'), 'utf8')).toBe(fs.readFileSync(path.join(SD, c, 'config.json'), 'utf8'));
+    }
+    for (const f of ['model_index.json', 'scheduler/scheduler_config.json', 'tokenizer/vocab.json']) expect(fs.existsSync(path.join(out, f)), f).toBe(true);
+
+    const io = path.join(SD, 'io/unet_io.safetensors');
+    const y = path.join(tmp, 'unet_out.safetensors');
+    const f = await dr('forward', '--model', path.join(out, 'unet'), '--inputs', io, '--out', y);
+    expect(f.code, f.stderr).toBe(0);
+    const [mine, ref] = [SafetensorsFile.open(y), SafetensorsFile.open(io)];
+    for (const name of ['output', 'case1.output']) {
+      const want = ref.readF32(name);
+      expectClose(mine.readF32(name), want, 0, 1e-4 * Math.max(1, absMax(want)));
+    }
+    mine.close();
+    ref.close();
+
+    expectUserError(await dr('convert', SINGLE, '-o', out, '--config', SD), 'already exists');
+  });
+
+  it('SD 1.5 configs on a file of another size: one line, nothing written', async () => {
+    const out = path.join(tmp, 'wrong-size');
+    expectUserError(await dr('convert', SINGLE, '-o', out), 'has shape [32, 4, 3, 3] but unet "conv_in.weight" is [320, 4, 3, 3]', '--config');
+    expect(fs.existsSync(out)).toBe(false);
+  });
+
+  it('any allowed pickle → .safetensors; malicious and corrupt files → one line, no output', async () => {
+    const out = path.join(tmp, 'unet.safetensors');
+    const r = await dr('convert', path.join(PTH, 'lightning_style.ckpt'), '-o', out);
+    expect(r.code, r.stderr).toBe(0);
+    const [a, b] = [Checkpoint.open(out), Checkpoint.open(path.join(PTH, 'unet.safetensors'))];
+    expectSameTensors(a, b);
+    a.close();
+    b.close();
+    for (const [file, fragment] of [['malicious/zip_os_system.pth', '"posix.system"'], ['corrupt/out_of_bounds_view.pth', 'exceeds the storage']]) {
+      const bad = path.join(tmp, 'bad.safetensors');
+      expectUserError(await dr('convert', path.join(PTH, file), '-o', bad), fragment);
+      expect(fs.readdirSync(tmp).filter((n) => n.startsWith('bad.safetensors'))).toEqual([]);
+    }
+    expectUserError(await dr('convert', path.join(PTH, 'unet_zip.pth'), '-o', path.join(tmp, 'folder')), 'not a single-file Stable Diffusion checkpoint', '-o FILE.safetensors');
+  });
+
+  it('dr inspect: layouts, totals, --json', async () => {
+    const json = async (target: string) => {
+      const r = await dr('inspect', target, '--json');
+      expect(r.code, r.stderr).toBe(0);
+      return JSON.parse(r.stdout);
+    };
+    const ckpt = await json(path.join(PTH, 'lightning_style.ckpt'));
+    expect(ckpt).toMatchObject({ layout: 'diffusers UNet', parameters: 158004, parts: [{ format: 'torch zip', stateDict: { where: 'state_dict' } }] });
+    expect(ckpt.parts[0].tensors).toHaveLength(684);
+    expect(ckpt.parts[0].tensors.find((t: { name: string }) => t.name === 'conv_in.weight')).toEqual({ name: 'conv_in.weight', dtype: 'F32', shape: [8, 4, 3, 3], bytes: 1152 });
+    expect((await json(path.join(PTH, 'lpips_v0.1/alex.pth'))).layout).toBe('lpips (linear heads)');
+    expect((await json(SINGLE)).layout).toMatch(/^original single-file Stable Diffusion \(UNet 684, VAE 248, text encoder 36 tensors/);
+    const pipe = await json(SD);
+    expect(pipe.layout).toBe('diffusers pipeline folder');
+    expect(pipe.parts.map((p: { layout: string }) => p.layout)).toEqual(['transformers clip_text_model', 'diffusers UNet2DConditionModel', 'diffusers AutoencoderKL']);
+
+    const text = await dr('inspect', path.join(PTH, 'lpips_v0.1/alex.pth'));
+    expect(text.stdout).toContain('torch legacy (state dict at the top level), lpips (linear heads)');
+    expect(text.stdout).toMatch(/lin0\.model\.1\.weight\s+F32\s+\[1, 64, 1, 1\]\s+256/);
+    expect(text.stdout).toContain('5 tensors, 1,152 parameters');
+    expectUserError(await dr('inspect', path.join(PTH, 'corrupt/short_storage.pth')), 'short_storage.pth', 'holds 32 bytes');
+    expectUserError(await dr('inspect', path.join(PTH, 'malicious/os_system.pth')), '"os.system"');
   });
 });

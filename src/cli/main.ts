@@ -1,9 +1,10 @@
 #!/usr/bin/env node
 import { Command } from 'commander';
+import { convertCommand } from './convert.js';
 import { degradeCommand } from './degrade.js';
 import { doctorCommand } from './doctor.js';
-import { evalCommand } from './eval.js';
 import { forwardCommand } from './forward.js';
+import { inspectCommand } from './inspect.js';
 import { probeCommand } from './probe.js';
 
 const program = new Command('dr')
@@ -12,8 +13,9 @@ const program = new Command('dr')
   .addCommand(probeCommand())
   .addCommand(forwardCommand())
   .addCommand(doctorCommand())
+  .addCommand(inspectCommand())
+  .addCommand(convertCommand())
   .addCommand(degradeCommand())
-  .addCommand(evalCommand())
   .addHelpText('after', `
 Start with \`dr doctor\` to see which GPU dr will use, then e.g.
   dr probe photo.jpg --model path/to/clip-vit-large-patch14`);

@@ -220,11 +220,15 @@ export class SingleFileSd {
 
   /** `key` picks the state dict inside a .ckpt that holds several. */
   static open(file: string, configDir = SD15_CONFIG_DIR, key?: string): SingleFileSd {
-    for (const c of SD_COMPONENTS) {
-      if (!fs.existsSync(path.join(configDir, c))) throw new DrError(`${configDir}: missing ${c}/ (expected a diffusers Stable Diffusion folder to take the configs from)`);
-    }
-    const source = openTensorFile(file, key);
+    return SingleFileSd.fromSource(file, openTensorFile(file, key), configDir);
+  }
+
+  /** Takes over `source` (closes it on failure or with close()). */
+  static fromSource(file: string, source: TensorSource, configDir = SD15_CONFIG_DIR): SingleFileSd {
     try {
+      for (const c of SD_COMPONENTS) {
+        if (!fs.existsSync(path.join(configDir, c))) throw new DrError(`${configDir}: missing ${c}/ (expected a diffusers Stable Diffusion folder to take the configs from)`);
+      }
       if (!isOriginalSd(source.tensors.keys())) {
         throw new DrError(`${file}: not a single-file Stable Diffusion checkpoint (no ${PREFIX.unet}* tensors)`);
       }
