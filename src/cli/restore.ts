@@ -2,6 +2,7 @@ import { Command } from 'commander';
 import fs from 'node:fs';
 import { DrError } from '../errors.js';
 import { Engine } from '../engine/engine.js';
+import { cast } from '../engine/ops/copy.js';
 import { scale } from '../engine/ops/elementwise.js';
 import { adainColorFix, cropTo, reflectPad, waveletColorFix } from '../engine/ops/image.js';
 import type { Tensor } from '../engine/tensor.js';
@@ -280,7 +281,8 @@ async function restoreOne(e: Engine, r: Restorer, img: LoadedImage, colorFix: Co
   try {
     const { image, scores } = await r.run(e, lq, rgb8(img), onStep); // [1, 3, H', W'] in [-1, 1]
     const out = e.tidy(() => {
-      const x = cropTo(e, scale(e, image, 0.5, 0.5), H, W);
+      // The colour fix and the output in f32 whatever the model ran in.
+      const x = cropTo(e, scale(e, image.dtype === 'f32' ? image : cast(e, image, 'f32'), 0.5, 0.5), H, W);
       return colorFix === 'wavelet' ? waveletColorFix(e, x, input) : colorFix === 'adain' ? adainColorFix(e, x, input) : x;
     });
     e.release(image);

@@ -16,6 +16,7 @@ import type { Precision } from './module.js';
 import { ControlNetModel } from './sd/controlnet.js';
 import { denoise } from './sd/denoise.js';
 import { StableDiffusion } from './sd/pipeline.js';
+import { decodeTiled, encodeTiled, type TileSize } from './sd/vae_tiles.js';
 import { scale } from '../engine/ops/elementwise.js';
 
 export const CLEAN_TEXT = 'a clean, sharp, high-quality photo';
@@ -31,7 +32,8 @@ export interface TrainingFreeOptions {
   /** Degradations whose probe probability reaches this are put in the negative prompt. */
   threshold: number;
   controlScale: number;
-  tile?: { size: number; overlap: number };
+  /** Latent tile side and overlap for images larger than one tile (VAE and denoising). */
+  tile?: TileSize;
   onStep?: (i: number, total: number) => void;
 }
 
@@ -80,11 +82,12 @@ export class TrainingFreeRestorer {
     // img2img: diffusers' strength → the first step run, and the input noised to it.
     sd.scheduler.setTimesteps(o.steps);
     const start = Math.max(o.steps - Math.min(Math.floor(o.steps * o.strength), o.steps), 0);
-    const x0 = sd.vae.encode(e, scale(e, lq, 2, -1)); // [1, 4, H/8, W/8]
+    const { downFactor: f, config } = sd.vae;
+    const x0 = e.tidy(() => encodeTiled(e, scale(e, lq, 2, -1), f, config.latentChannels, o.tile, (x) => sd.vae.encode(e, x))); // [1, 4, H/8, W/8]
     if (start >= o.steps) {
       e.release(context);
       e.release(uncond);
-      return { image: sd.vae.decode(e, x0), detected, scores };
+      return { image: this.decode(e, x0, o.tile), detected, scores };
     }
     const noise = e.upload(seededNormal(x0.size, o.seed), x0.shape);
     const noised = sd.scheduler.addNoise(e, x0, noise, sd.scheduler.timesteps[start]);
@@ -103,8 +106,13 @@ export class TrainingFreeRestorer {
     } finally {
       for (const t of [context, uncond, hint]) e.release(t);
     }
-    const image = sd.vae.decode(e, latent);
+    const image = this.decode(e, latent, o.tile);
     e.release(latent);
     return { image, detected, scores };
+  }
+
+  private decode(e: Engine, latent: Tensor, tile: TileSize | undefined): Tensor {
+    const { vae } = this.sd;
+    return e.tidy(() => decodeTiled(e, latent, vae.downFactor, vae.config.outChannels, tile, (z) => vae.decode(e, z)));
   }
 }

@@ -14,6 +14,8 @@ import { seededNormal } from '../init.js';
 import { loadFromCheckpoint, type Precision } from '../module.js';
 import { scale } from '../../engine/ops/elementwise.js';
 import { denoise } from '../sd/denoise.js';
+import { decodeTiled, type TileSize } from '../sd/vae_tiles.js';
+import { crop } from '../../engine/ops/tiles.js';
 import { SdBase } from '../sd/single_file.js';
 import { UniPCScheduler, readUniPCConfig } from '../sd/unipc.js';
 import { UNet2DConditionModel } from '../sd/unet.js';
@@ -42,8 +44,8 @@ export interface RestoreOptions {
   steps: number;
   seed: number;
   guidance: number;
-  /** Latent tile side (pixels / 8) and overlap for images larger than one tile. */
-  tile?: { size: number; overlap: number };
+  /** Latent tile side and overlap for images larger than one tile (denoising and decoding). */
+  tile?: TileSize;
   onStep?: (i: number, total: number) => void;
 }
 
@@ -129,10 +131,10 @@ export class DiffRestorer {
       e.release(hint);
       if (uncond) e.release(uncond);
     }
-    const image = e.tidy(() => {
-      const { levels } = this.vae.encodeMoments(e, scaleTo11(e, lq)); // z_lq skips of I_LQ
-      return this.decoder.decode(e, latent, levels, degradation);
-    });
+    const image = e.tidy(() => decodeTiled(e, latent, this.vae.downFactor, 3, o.tile, (z, window) => {
+      const { levels } = this.vae.encodeMoments(e, scaleTo11(e, crop(e, lq, window))); // z_lq skips of I_LQ
+      return this.decoder.decode(e, z, levels, degradation);
+    }));
     e.release(latent);
     return { image, degradations: names.map((name, i) => ({ name, probability: probabilities[i] })) };
   }
