@@ -118,7 +118,12 @@ export function openTorchFile(path: string): TorchFile {
 
 /** True if the file starts like a torch file (zip or pickle), so callers can tell it from safetensors. */
 export function looksLikeTorch(path: string): boolean {
-  const fd = fs.openSync(path, 'r');
+  let fd: number;
+  try {
+    fd = fs.openSync(path, 'r');
+  } catch (e) {
+    throw new DrError(`${path}: cannot open: ${(e as Error).message}`);
+  }
   try {
     const b = Buffer.alloc(2);
     const n = fs.readSync(fd, b, 0, 2, 0);
@@ -254,7 +259,7 @@ function readLegacy(path: string, fd: number, size: number): unknown {
   const globals = allowList(path);
   const header = (): unknown => unpickle(r, { file: path, globals, persistentLoad: noStorages });
   const magic = header();
-  if (BigInt(typeof magic === 'number' || typeof magic === 'bigint' ? magic : -1) !== LEGACY_MAGIC) {
+  if (typeof magic !== 'bigint' || magic !== LEGACY_MAGIC) {
     throw new DrError(`${path}: not a PyTorch checkpoint (a pickle, but not one written by torch.save)`);
   }
   const protocol = header();
