@@ -157,12 +157,14 @@ describe('corrupt files', () => {
   });
 });
 
+/** A pickled dict of raw pickle fragments. */
+const dict = (entries: [string, Buffer][]): Buffer =>
+  Buffer.concat([Buffer.from([0x7d]), MARK, ...entries.map(([k, v]) => Buffer.concat([str(k), v])), Buffer.from([0x75])]);
+/** The state-dict pickle of `tensors` without its PROTO/STOP, to nest inside another dict. */
+const inner = (tensors: TensorSpec[]): Buffer => stateDictPickle(tensors).subarray(2, -1);
+
 describe('state dict discovery', () => {
   const t = (name: string): TensorSpec => ({ name, dtype: 'F32', shape: [1], data: new Uint8Array(4) });
-  const dict = (entries: [string, Buffer][]): Buffer =>
-    Buffer.concat([Buffer.from([0x7d]), MARK, ...entries.map(([k, v]) => Buffer.concat([str(k), v])), Buffer.from([0x75])]);
-  /** The state-dict pickle of `tensors` without its PROTO/STOP, to nest inside another dict. */
-  const inner = (tensors: TensorSpec[]): Buffer => stateDictPickle(tensors).subarray(2, -1);
 
   it('bare, nested, module. prefixes, EMA twins', () => {
     const a = [t('module.conv.weight'), t('module.conv.bias')];
@@ -220,6 +222,32 @@ describe('single-file Stable Diffusion (original layout)', () => {
   it('each component has exactly the tensors of the sd-tiny diffusers files', () => {
     const sd = SingleFileSd.open(SINGLE, SD);
     try {
+      for (const c of SD_COMPONENTS) {
+        const expected = Checkpoint.open(path.join(SD, WEIGHTS[c]));
+        expectSameTensors(sd.component(c), expected);
+        expected.close();
+      }
+    } finally {
+      sd.close();
+    }
+  });
+
+  it('a Lightning .ckpt with EMA and schedule keys maps the same; the extras are left out', () => {
+    const st = SafetensorsFile.open(SINGLE);
+    const tensors: TensorSpec[] = [...st.tensors.values()].map((e) => ({ name: e.name, dtype: e.dtype, shape: e.shape, data: st.readBytes(e.name) }));
+    st.close();
+    const extras: TensorSpec[] = [
+      { name: 'model_ema.diffusion_modelinput_blocks00weight', dtype: 'F32', shape: [2], data: new Uint8Array(8) },
+      { name: 'model_ema.num_updates', dtype: 'I64', shape: [], data: new Uint8Array(8) },
+      { name: 'betas', dtype: 'F32', shape: [3], data: new Uint8Array(12) },
+      { name: 'cond_stage_model.transformer.text_model.embeddings.position_ids', dtype: 'I64', shape: [1, 77], data: new Uint8Array(77 * 8) },
+    ];
+    const all = [...tensors, ...extras];
+    const ckpt = path.join(tmp, 'sd-tiny.ckpt');
+    writeTorchZip(ckpt, pickle(dict([['state_dict', inner(all)], ['global_step', int(470000)]])), all);
+    const sd = SingleFileSd.open(ckpt, SD);
+    try {
+      expect(sd.ignored.sort()).toEqual(extras.map((e) => e.name).sort());
       for (const c of SD_COMPONENTS) {
         const expected = Checkpoint.open(path.join(SD, WEIGHTS[c]));
         expectSameTensors(sd.component(c), expected);
