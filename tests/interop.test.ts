@@ -14,7 +14,7 @@ import { Checkpoint, TorchSource } from '../src/weights/checkpoint.js';
 import { call, global, int, MARK, pickle, stateDictPickle, str, writeTorchZip, type TensorSpec } from '../bench/torch_writer.js';
 import { Engine } from '../src/engine/engine.js';
 import { StableDiffusion } from '../src/graph/sd/pipeline.js';
-import { SafetensorsFile } from '../src/weights/safetensors.js';
+import { SafetensorsFile, writeSafetensors } from '../src/weights/safetensors.js';
 import { absMax, expectClose, FIXTURES, REPO } from './helpers.js';
 
 const INTEROP = path.join(FIXTURES, 'interop');
@@ -70,6 +70,17 @@ describe('PyTorch checkpoints', () => {
       a.close();
       b.close();
     }
+  });
+
+  it('a safetensors file named .ckpt is read as safetensors, even when its first byte is 0x80 like a pickle', () => {
+    const file = path.join(tmp, 'renamed.ckpt');
+    for (let pad = 0; ; pad++) {
+      writeSafetensors(file, [{ name: 'w', dtype: 'F32', shape: [1], data: new Float32Array([1.5]) }], { pad: 'x'.repeat(pad) });
+      if (fs.readFileSync(file)[0] === 0x80) break;
+    }
+    const ck = Checkpoint.open(file);
+    expect([...ck.readF32('w')]).toEqual([1.5]);
+    ck.close();
   });
 
   it('finds the Lightning state dict under "state_dict"', () => {

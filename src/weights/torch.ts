@@ -125,15 +125,17 @@ export function looksLikeTorch(path: string): boolean {
     throw new DrError(`${path}: cannot open: ${(e as Error).message}`);
   }
   try {
-    const b = Buffer.alloc(2);
-    const n = fs.readSync(fd, b, 0, 2, 0);
-    return n === 2 && ((b[0] === 0x50 && b[1] === 0x4b) || b[0] === 0x80);
+    const b = Buffer.alloc(9);
+    const n = fs.readSync(fd, b, 0, 9, 0);
+    // A safetensors header length can start with 0x80 too; its JSON always opens at byte 8.
+    const safetensors = n === 9 && b.readUInt32LE(4) === 0 && b[8] === 0x7b;
+    return !safetensors && n >= 2 && ((b[0] === 0x50 && b[1] === 0x4b) || b[0] === 0x80);
   } finally {
     fs.closeSync(fd);
   }
 }
 
-/** The allow-list. `storageRef` resolves persistent ids, `rebuild` checks and makes tensors. */
+/** The allow-list: containers, tensor and parameter rebuilders, storage classes. */
 function allowList(path: string): Map<string, PyGlobal> {
   const g = new Map<string, PyGlobal>();
   const add = (name: string, call?: (args: unknown[]) => unknown): void => {
