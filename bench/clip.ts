@@ -1,76 +1,81 @@
-// A CLIP model with seeded random weights, for timing forward passes without a checkpoint.
-import type { Engine } from '../src/engine/engine.js';
-import { f32ToF16Bits } from '../src/engine/half.js';
-import { RowChunkedTensor, Tensor, type DType } from '../src/engine/tensor.js';
+// CLIP forward passes: the tiny fixture (real checkpoint loading) and a CLIP-L/14
+// vision tower with seeded random weights (real shapes, no download).
+import path from 'node:path';
+import { Engine } from '../src/engine/engine.js';
+import type { DType } from '../src/engine/tensor.js';
 import { ClipModel, type ClipConfig } from '../src/graph/clip/model.js';
+import type { Precision } from '../src/graph/module.js';
+import { benchModel, paramCount, type ModelResult } from './model.js';
+import { freeParams, randomizeParams } from './random.js';
 import { rand } from './timing.js';
 
-/** openai/clip-vit-large-patch14. */
+/** openai/clip-vit-large-patch14 (its config.json, as ClipConfig). */
 export const CLIP_L: ClipConfig = {
   text: { hidden: 768, intermediate: 3072, layers: 12, heads: 12, eps: 1e-5, act: 'quick_gelu', vocab: 49408, maxPositions: 77, eosTokenId: 2 },
   vision: { hidden: 1024, intermediate: 4096, layers: 24, heads: 16, eps: 1e-5, act: 'quick_gelu', imageSize: 224, patchSize: 14, channels: 3 },
   projectionDim: 768,
 };
 
-/** A few-layer, narrow CLIP for smoke tests (--quick). */
-export const CLIP_TINY: ClipConfig = {
-  text: { hidden: 64, intermediate: 256, layers: 2, heads: 2, eps: 1e-5, act: 'quick_gelu', vocab: 1000, maxPositions: 77, eosTokenId: 2 },
-  vision: { hidden: 64, intermediate: 256, layers: 2, heads: 2, eps: 1e-5, act: 'quick_gelu', imageSize: 56, patchSize: 14, channels: 3 },
-  projectionDim: 32,
-};
+export const CLIP_TINY_DIR = path.resolve(import.meta.dirname, '../../../shared/fixtures/clip-tiny');
 
-export type Tower = 'vision' | 'text';
+const isVision = (name: string): boolean => name.startsWith('vision_model.') || name.startsWith('visual_projection.');
+const isText = (name: string): boolean => name.startsWith('text_model.') || name.startsWith('text_projection.');
 
-const TOWER_PREFIX: Record<Tower, string[]> = {
-  vision: ['vision_model.', 'visual_projection.'],
-  text: ['text_model.', 'text_projection.'],
-};
-
-/**
- * Fills the params of one tower (and the host logit_scale) with small seeded random
- * values: LayerNorm gains near 1, everything else uniform(±0.02). Tables larger than
- * one storage binding (the 49408×768 f32 token embedding is 152 MB) become row chunks.
- */
-export function randomizeTower(e: Engine, model: ClipModel, tower: Tower, dtype: DType = 'f32'): void {
-  let seed = tower === 'vision' ? 1000 : 2000;
-  for (const [name, p] of model.namedParams()) {
-    if (p.host) {
-      p.value = Float32Array.of(4.6);
-      continue;
-    }
-    if (!TOWER_PREFIX[tower].some((prefix) => name.startsWith(prefix))) continue;
-    const n = p.shape.reduce((a, b) => a * b, 1);
-    const isNormGain = /(layer_?norm\d?|layrnorm)\.weight$/.test(name);
-    const values = rand(n, seed++, 0.02);
-    if (isNormGain) for (let i = 0; i < n; i++) values[i] += 1;
-    p.value = weight(e, values, p.shape, dtype);
-  }
-  if (tower === 'vision') model.dtype = dtype;
+export interface ClipCase {
+  model: 'tiny' | 'large';
+  tower: 'vision' | 'text';
+  dtype: DType;
+  batch: number;
 }
 
-/** Destroys the GPU buffers of one tower's weights (between benchmarks). */
-export function freeTower(model: ClipModel, tower: Tower): void {
-  for (const [name, p] of model.namedParams()) {
-    if (!TOWER_PREFIX[tower].some((prefix) => name.startsWith(prefix))) continue;
-    const v = p.value;
-    if (v instanceof Tensor) v.buffer.destroy();
-    else if (v instanceof RowChunkedTensor) for (const c of v.chunks) c.tensor.buffer.destroy();
-    p.value = undefined;
+export function clipCases(o: { quick: boolean; text: boolean; f16: boolean; f32: boolean }): ClipCase[] {
+  const dtypes: DType[] = [...(o.f32 ? ['f32' as DType] : []), ...(o.f16 ? ['f16' as DType] : [])];
+  const cases: ClipCase[] = [];
+  for (const dtype of dtypes) {
+    cases.push({ model: 'tiny', tower: 'vision', dtype, batch: 1 }, { model: 'tiny', tower: 'text', dtype, batch: 8 });
+    if (!o.quick) cases.push({ model: 'large', tower: 'vision', dtype, batch: 1 });
+    if (!o.quick && o.text) cases.push({ model: 'large', tower: 'text', dtype, batch: 8 });
   }
+  return cases;
 }
 
-function weight(e: Engine, values: Float32Array, shape: readonly number[], dtype: DType): Tensor | RowChunkedTensor {
-  const bytes = dtype === 'f16' ? new Uint8Array(Uint16Array.from(values, f32ToF16Bits).buffer) : new Uint8Array(values.buffer);
-  if (bytes.byteLength <= e.maxBinding || shape.length < 2) return e.createWeight(bytes, shape, dtype);
-  const rowBytes = bytes.byteLength / shape[0];
-  const rowsPerChunk = Math.floor(e.maxBinding / rowBytes);
-  const chunks = [];
-  for (let first = 0; first < shape[0]; first += rowsPerChunk) {
-    const rows = Math.min(rowsPerChunk, shape[0] - first);
-    const part = bytes.subarray(first * rowBytes, (first + rows) * rowBytes);
-    chunks.push({ firstRow: first, tensor: e.createWeight(part, [rows, ...shape.slice(1)], dtype) });
+export const clipCaseId = (c: ClipCase): string => `clip:${c.model}:${c.tower}:${c.dtype}:${c.batch}`;
+
+export function parseClipCase(id: string): ClipCase {
+  const [, model, tower, dtype, batch] = id.split(':');
+  return { model: model as ClipCase['model'], tower: tower as ClipCase['tower'], dtype: dtype as DType, batch: Number(batch) };
+}
+
+/** One CLIP case on a fresh engine (its pool's peak is this forward's). */
+export async function benchClipCase(c: ClipCase): Promise<ModelResult> {
+  const e = await Engine.create();
+  const want = c.tower === 'vision' ? isVision : isText;
+  const t0 = performance.now();
+  let model: ClipModel;
+  if (c.model === 'tiny') {
+    model = ClipModel.load(e, CLIP_TINY_DIR, c.dtype as Precision);
+  } else {
+    model = new ClipModel(CLIP_L);
+    randomizeParams(e, model, c.dtype, want);
+    model.dtype = c.dtype;
   }
-  return new RowChunkedTensor(chunks, shape, dtype);
+  const loadSeconds = (performance.now() - t0) / 1e3;
+  const cfg = model.config;
+  const name = c.model === 'tiny' ? 'clip-tiny (fixture)' : 'CLIP-L/14 (random weights)';
+  let result: ModelResult;
+  if (c.tower === 'vision') {
+    const S = cfg.vision.imageSize;
+    const pixels = e.keep(e.upload(rand(c.batch * 3 * S * S, 6), [c.batch, 3, S, S]));
+    result = await benchModel(e, { section: 'clip', model: name, what: 'vision forward', dtype: c.dtype, input: `pixels ${c.batch}×3×${S}×${S}` },
+      paramCount(model, isVision), loadSeconds, () => model.encodeImage(e, pixels), c.model === 'tiny' ? 3 : 0);
+  } else {
+    const L = cfg.text.maxPositions;
+    const ids = randomTokens(c.batch, L, cfg.text.vocab);
+    result = await benchModel(e, { section: 'clip', model: name, what: 'text forward', dtype: c.dtype, input: `tokens ${c.batch}×${L}` },
+      paramCount(model, isText), loadSeconds, () => model.encodeText(e, ids, L), c.model === 'tiny' ? 3 : 0);
+  }
+  freeParams(model);
+  return result;
 }
 
 /** B prompts of L tokens: BOS, some random ids, EOS (the largest id), padding. */

@@ -1,57 +1,94 @@
-// Engine benchmarks: matmul and conv2d throughput, CLIP-L forward passes (random weights).
+// Benchmarks: kernel throughput (matmul, conv2d, attention) and model forwards
+// (CLIP, SD 1.5 UNet step, VAE decode) with their peak GPU and host memory.
 //
-//   npm run bench                       # build, then everything at the default sizes
-//   node dist/bench/run.js --quick      # small sizes only (smoke test, seconds)
-//   node dist/bench/run.js --only matmul|conv|clip [--full] [--json]
+//   npm run bench                          # build, then every benchmark at the default sizes
+//   npm run bench -- matmul unet           # only these (matmul conv attention clip unet vae; kernels, models)
+//   npm run bench -- unet --latent 8,16 --dtype f16 --json
 //
-// --full adds sizes that take minutes on a software GPU (lavapipe) but are the ones
-// that matter on real GPUs. --json prints one JSON document instead of tables.
-import os from 'node:os';
+// Each benchmark runs in a child process of its own (each model case too), so memory
+// figures are that benchmark's alone and a crash costs one case, not the run.
+import { spawn } from 'node:child_process';
+import { fileURLToPath } from 'node:url';
 import { Engine } from '../src/engine/engine.js';
-import { conv2d } from '../src/engine/ops/conv2d.js';
-import { matmul } from '../src/engine/ops/matmul.js';
 import type { DType } from '../src/engine/tensor.js';
-import { ClipModel } from '../src/graph/clip/model.js';
-import { CLIP_L, CLIP_TINY, freeTower, randomTokens, randomizeTower } from './clip.js';
-import { measure, rand, type Timing } from './timing.js';
+import { benchClipCase, clipCaseId, clipCases, parseClipCase } from './clip.js';
+import { benchAttention, benchConv, benchMatmul, type KernelOptions } from './kernels.js';
+import { benchSdCase, parseSdCase, sdCaseId, sdCases } from './sd.js';
+import { KERNEL_SECTIONS, MODEL_SECTIONS, sectionTable, type Result } from './tables.js';
+import { adapterInfo, fmt, machineInfo, progress } from './timing.js';
 
-type Section = 'matmul' | 'conv' | 'clip';
-const SECTIONS: Section[] = ['matmul', 'conv', 'clip'];
+const KERNELS = KERNEL_SECTIONS;
+const MODELS = MODEL_SECTIONS;
+type Section = (typeof KERNELS)[number] | (typeof MODELS)[number];
+const SECTIONS: readonly Section[] = [...KERNELS, ...MODELS];
+const GROUPS: Record<string, readonly Section[]> = { all: SECTIONS, kernels: KERNELS, models: MODELS, sd: ['unet', 'vae'] };
 
 interface Options {
+  sections: Section[];
   quick: boolean;
   full: boolean;
   json: boolean;
-  only?: Section;
-  noText: boolean;
+  dtype: 'f32' | 'f16' | 'both';
+  /** Latent sides of the SD 1.5-sized UNet / VAE cases. */
+  latents: number[];
+  batch: number;
+  clipText: boolean;
+  /** Internal: run one benchmark (a kernel section or a model case id) and print its JSON. */
+  child?: string;
 }
 
-const USAGE = `usage: node dist/bench/run.js [--quick | --full] [--only matmul|conv|clip] [--no-text] [--json]
-  --quick      small sizes only (smoke test)
-  --full       add the large sizes (minutes on a software GPU)
-  --only S     run one section: matmul, conv or clip
-  --no-text    skip the CLIP text-tower forward
-  --json       print machine-readable results instead of tables`;
+const USAGE = `usage: npm run bench -- [BENCHMARK...] [options]
+benchmarks: ${SECTIONS.join(' ')} (groups: ${Object.keys(GROUPS).join(' ')}); default all
+  --quick          small sizes only (smoke test, about a minute)
+  --full           add the sizes that matter on real GPUs (minutes to hours on a software adapter)
+  --dtype D        f32, f16 or both (default: both where the adapter has shader-f16)
+  --latent A,B     latent sides of the SD 1.5-sized UNet/VAE cases (default 8; 16 takes minutes per case on a CPU adapter; 64 is 512×512)
+  --batch N        UNet/VAE batch (default 1; 2 is a classifier-free-guidance step)
+  --clip-text      also time the CLIP-L text tower (8 prompts)
+  --json           print one JSON document (machine, adapter, results) instead of tables`;
 
 function parseArgs(argv: string[]): Options {
-  const o: Options = { quick: false, full: false, json: false, noText: false };
+  const o: Options = { sections: [], quick: false, full: false, json: false, dtype: 'both', latents: [8], batch: 1, clipText: false };
+  const value = (i: number, flag: string): string => {
+    const v = argv[i];
+    if (v === undefined || v.startsWith('--')) fail(`${flag} needs a value`);
+    return v;
+  };
   for (let i = 0; i < argv.length; i++) {
     const a = argv[i];
     if (a === '--quick') o.quick = true;
     else if (a === '--full') o.full = true;
     else if (a === '--json') o.json = true;
-    else if (a === '--no-text') o.noText = true;
-    else if (a === '--only' || a.startsWith('--only=')) {
-      const v = a.includes('=') ? a.slice(7) : argv[++i];
-      if (!SECTIONS.includes(v as Section)) fail(`--only takes ${SECTIONS.join('|')}, got ${v ?? 'nothing'}`);
-      o.only = v as Section;
-    } else if (a === '--help' || a === '-h') {
+    else if (a === '--clip-text') o.clipText = true;
+    else if (a === '--dtype') {
+      const v = value(++i, a);
+      if (v !== 'f32' && v !== 'f16' && v !== 'both') fail(`--dtype takes f32, f16 or both, got ${v}`);
+      o.dtype = v;
+    } else if (a === '--latent') {
+      o.latents = value(++i, a).split(',').map(Number);
+      if (!o.latents.every((n) => Number.isInteger(n) && n > 0 && n % 8 === 0)) fail('--latent takes multiples of 8 (SD 1.5 downsamples 3 times), e.g. 8,16');
+    } else if (a === '--batch') {
+      o.batch = Number(value(++i, a));
+      if (!Number.isInteger(o.batch) || o.batch < 1) fail('--batch takes a positive integer');
+    } else if (a === '--only') o.sections.push(...section(value(++i, a))); // the earlier spelling
+    else if (a === '--child') o.child = value(++i, a);
+    else if (a === '--help' || a === '-h') {
       console.log(USAGE);
       process.exit(0);
-    } else fail(`unknown argument ${a}`);
+    } else if (a.startsWith('-')) fail(`unknown option ${a}`);
+    else o.sections.push(...section(a));
   }
   if (o.quick && o.full) fail('--quick and --full exclude each other');
+  if (!o.sections.length) o.sections = [...SECTIONS];
+  o.sections = SECTIONS.filter((s) => o.sections.includes(s));
   return o;
+}
+
+function section(name: string): readonly Section[] {
+  if (name in GROUPS) return GROUPS[name];
+  if (SECTIONS.includes(name as Section)) return [name as Section];
+  if (name === 'conv2d') return ['conv'];
+  return fail(`unknown benchmark ${name} (${SECTIONS.join(', ')}, or ${Object.keys(GROUPS).join(', ')})`);
 }
 
 function fail(message: string): never {
@@ -59,276 +96,121 @@ function fail(message: string): never {
   process.exit(2);
 }
 
-// ---- results -----------------------------------------------------------------
+const RESULT_MARK = '@@dr-bench-result ';
 
-interface KernelResult {
-  section: 'matmul' | 'conv';
-  name: string;
-  shape: string;
-  dtype: string;
-  gflop: number;
-  bestMs: number;
-  medianMs: number;
-  gflops: number;
-  iters: number;
-  reps: number;
+interface Failure {
+  benchmark: string;
+  error: string;
 }
 
-interface ClipResult {
-  section: 'clip';
-  name: string;
-  batch: number;
-  bestMs: number;
-  medianMs: number;
-  msPerItem: number;
-  reps: number;
-  weightMiB: number;
-  peakMiB: number;
-  dispatches: number;
+function dtypesOf(o: Options, hasF16: boolean): DType[] {
+  if (o.dtype === 'f16' && !hasF16) fail('--dtype f16: this adapter has no shader-f16');
+  return o.dtype === 'both' ? (hasF16 ? ['f32', 'f16'] : ['f32']) : [o.dtype];
 }
 
-type Result = KernelResult | ClipResult;
-
-const MiB = 2 ** 20;
-const log = (opts: Options, line: string): void => {
-  if (!opts.json) console.log(line);
-  else console.error(line);
-};
-
-function kernelResult(section: KernelResult['section'], name: string, shape: string, dtype: string, flops: number, t: Timing): KernelResult {
-  return {
-    section, name, shape, dtype,
-    gflop: flops / 1e9,
-    bestMs: t.best * 1e3,
-    medianMs: t.median * 1e3,
-    gflops: flops / t.best / 1e9,
-    iters: t.iters,
-    reps: t.reps,
-  };
-}
-
-// ---- matmul ----------------------------------------------------------------------
-
-interface MatmulCase {
-  name: string;
-  M: number;
-  K: number;
-  N: number;
-  transB: boolean;
-  weight: DType;
-}
-
-function matmulCases(o: Options, hasF16: boolean): MatmulCase[] {
-  const sq = (n: number): MatmulCase => ({ name: `square ${n}`, M: n, K: n, N: n, transB: false, weight: 'f32' });
-  const clip = (B: number, K: number, N: number, weight: DType): MatmulCase => ({
-    name: `CLIP-L ${K === 1024 ? 'fc1' : 'fc2'} B=${B}${weight === 'f16' ? ' f16 W' : ''}`,
-    M: 257 * B, K, N, transB: true, weight,
+/** What one section runs, as child benchmark ids: a kernel section whole, models case by case. */
+function plan(o: Options, dtypes: DType[]): { section: Section; ids: string[] }[] {
+  const f32 = dtypes.includes('f32');
+  const f16 = dtypes.includes('f16');
+  return o.sections.map((s) => {
+    if (s === 'clip') return { section: s, ids: clipCases({ quick: o.quick, text: o.clipText, f32, f16 }).map(clipCaseId) };
+    if (s === 'unet' || s === 'vae') return { section: s, ids: sdCases(s, { quick: o.quick, f32, f16, latents: o.latents, batch: o.batch }).map(sdCaseId) };
+    return { section: s, ids: [s] };
   });
-  if (o.quick) {
-    return [sq(128), sq(256), { name: 'odd 129·127·131', M: 129, K: 127, N: 131, transB: true, weight: 'f32' },
-      ...(hasF16 ? [{ name: 'linear 256 f16 W', M: 256, K: 256, N: 256, transB: true, weight: 'f16' as DType }] : [])];
-  }
-  const cases = [sq(256), sq(512), sq(1024), { name: 'odd 509·509·509', M: 509, K: 509, N: 509, transB: true, weight: 'f32' as DType },
-    clip(1, 1024, 4096, 'f32'), clip(1, 4096, 1024, 'f32')];
-  if (hasF16) cases.push(clip(1, 1024, 4096, 'f16'), clip(1, 4096, 1024, 'f16'));
-  if (o.full) {
-    cases.push(sq(2048), clip(8, 1024, 4096, 'f32'), clip(8, 4096, 1024, 'f32'));
-    if (hasF16) cases.push(clip(8, 1024, 4096, 'f16'));
-  }
-  return cases;
 }
 
-async function benchMatmul(e: Engine, o: Options): Promise<KernelResult[]> {
-  const out: KernelResult[] = [];
-  for (const c of matmulCases(o, e.gpu.hasF16)) {
-    const a = e.upload(rand(c.M * c.K, 1), [c.M, c.K]);
-    const b = e.upload(rand(c.K * c.N, 2, 0.05), c.transB ? [c.N, c.K] : [c.K, c.N], c.weight);
-    const t = await measure(e, () => matmul(e, a, b, { transB: c.transB }), { minSeconds: o.quick ? 0.2 : 1, reps: o.quick ? 3 : 5 });
-    [a, b].forEach((x) => e.release(x));
-    const r = kernelResult('matmul', c.name, `${c.M}×${c.K}·${c.K}×${c.N}${c.transB ? ' (Bᵀ)' : ''}`, `A f32, B ${c.weight}`, 2 * c.M * c.N * c.K, t);
-    log(o, `  matmul ${c.name.padEnd(26)} ${fmt(r.gflops, 2).padStart(8)} GFLOP/s  (${fmt(r.bestMs, 2)} ms)`);
-    out.push(r);
+// ---- child: one benchmark --------------------------------------------------------
+
+async function runChild(o: Options, id: string): Promise<Result[]> {
+  if ((KERNELS as readonly string[]).includes(id)) {
+    const e = await Engine.create();
+    const ko: KernelOptions = { quick: o.quick, full: o.full, dtypes: dtypesOf(o, e.gpu.hasF16) };
+    if (id === 'matmul') return benchMatmul(e, ko);
+    if (id === 'conv') return benchConv(e, ko);
+    return benchAttention(e, ko);
   }
-  return out;
+  if (id.startsWith('clip:')) return [await benchClipCase(parseClipCase(id))];
+  return [await benchSdCase(parseSdCase(id))];
 }
 
-// ---- conv2d ----------------------------------------------------------------------
-
-interface ConvCase {
-  name: string;
-  B: number;
-  Cin: number;
-  H: number;
-  W: number;
-  Cout: number;
-  k: number;
-  stride: number;
-  pad: number;
+function childArgs(o: Options, id: string): string[] {
+  const args = ['--child', id, '--dtype', o.dtype];
+  if (o.quick) args.push('--quick');
+  if (o.full) args.push('--full');
+  return args;
 }
 
-function convCases(o: Options): ConvCase[] {
-  const c3 = (name: string, C: number, Co: number, S: number): ConvCase => ({ name, B: 1, Cin: C, H: S, W: S, Cout: Co, k: 3, stride: 1, pad: 1 });
-  const patch = (S: number, D: number): ConvCase => ({ name: `CLIP-L patch embed ${S}²`, B: 1, Cin: 3, H: S, W: S, Cout: D, k: 14, stride: 14, pad: 0 });
-  if (o.quick) return [c3('3×3 32→32 @32²', 32, 32, 32), patch(112, 256)];
-  const cases = [
-    c3('SD conv_in 4→320 @64²', 4, 320, 64),
-    c3('3×3 64→64 @64²', 64, 64, 64),
-    c3('3×3 320→320 @32²', 320, 320, 32),
-    { name: '1×1 320→320 @64²', B: 1, Cin: 320, H: 64, W: 64, Cout: 320, k: 1, stride: 1, pad: 0 },
-    patch(224, 1024),
-  ];
-  if (o.full) {
-    cases.push(c3('SD 3×3 320→320 @64²', 320, 320, 64), c3('SD 3×3 640→640 @32²', 640, 640, 32), c3('SD 3×3 1280→1280 @16²', 1280, 1280, 16));
-  }
-  return cases;
-}
-
-async function benchConv(e: Engine, o: Options): Promise<KernelResult[]> {
-  const out: KernelResult[] = [];
-  for (const c of convCases(o)) {
-    const Ho = Math.floor((c.H + 2 * c.pad - c.k) / c.stride) + 1;
-    const Wo = Math.floor((c.W + 2 * c.pad - c.k) / c.stride) + 1;
-    const x = e.upload(rand(c.B * c.Cin * c.H * c.W, 3), [c.B, c.Cin, c.H, c.W]);
-    const w = e.upload(rand(c.Cout * c.Cin * c.k * c.k, 4, 0.05), [c.Cout, c.Cin, c.k, c.k]);
-    const bias = e.upload(rand(c.Cout, 5), [c.Cout]);
-    const t = await measure(e, () => conv2d(e, x, w, { stride: c.stride, padding: c.pad, bias }), {
-      minSeconds: o.quick ? 0.2 : 1, reps: o.quick ? 3 : 5,
+/** Runs one benchmark in a child process; its stdout is the JSON array of results. */
+function spawnChild(o: Options, id: string): Promise<Result[]> {
+  return new Promise((resolve, reject) => {
+    const child = spawn(process.execPath, [fileURLToPath(import.meta.url), ...childArgs(o, id)], { stdio: ['ignore', 'pipe', 'inherit'] });
+    let out = '';
+    child.stdout.setEncoding('utf8').on('data', (chunk: string) => (out += chunk));
+    child.on('error', reject);
+    child.on('close', (code, signal) => {
+      if (code === 0) {
+        try {
+          const line = out.split('\n').find((l) => l.startsWith(RESULT_MARK));
+          resolve(JSON.parse(line!.slice(RESULT_MARK.length)) as Result[]);
+        } catch {
+          reject(new Error(`unreadable output: ${out.slice(0, 200)}`));
+        }
+      } else reject(new Error(signal ? `killed by ${signal}` : `exit code ${code}`));
     });
-    [x, w, bias].forEach((v) => e.release(v));
-    const flops = 2 * c.Cout * c.Cin * c.k * c.k * Ho * Wo * c.B;
-    const shape = `[${c.B},${c.Cin},${c.H},${c.W}] ⊛ ${c.Cout}×${c.Cin}×${c.k}×${c.k} s${c.stride} p${c.pad}`;
-    const r = kernelResult('conv', c.name, shape, 'f32', flops, t);
-    log(o, `  conv   ${c.name.padEnd(26)} ${fmt(r.gflops, 2).padStart(8)} GFLOP/s  (${fmt(r.bestMs, 2)} ms)`);
-    out.push(r);
-  }
-  return out;
+  });
 }
 
-// ---- CLIP ------------------------------------------------------------------------
-
-async function benchClip(o: Options): Promise<ClipResult[]> {
-  const out: ClipResult[] = [];
-  const config = o.quick ? CLIP_TINY : CLIP_L;
-  const label = o.quick ? 'CLIP tiny' : 'CLIP-L/14';
-  const reps = o.quick ? 3 : 2;
-  const model = new ClipModel(config);
-
-  // A fresh engine per tower: its pool's peak is that forward's weights + activations.
-  {
-    const e = await Engine.create();
-    const t0 = performance.now();
-    randomizeTower(e, model, 'vision');
-    log(o, `  ${label} vision weights: ${fmt(e.pool.stats.weightBytes / MiB, 0)} MiB in ${fmt((performance.now() - t0) / 1e3, 1)} s`);
-    const B = 1;
-    const S = config.vision.imageSize;
-    const pixels = e.keep(e.upload(rand(B * 3 * S * S, 6), [B, 3, S, S]));
-    const before = e.counters.dispatches;
-    const t = await measure(e, () => model.encodeImage(e, pixels), { minSeconds: 0, reps, maxIters: 1 });
-    const dispatches = (e.counters.dispatches - before) / (reps + 1);
-    out.push(clipResult(`${label} vision forward`, B, t, e, dispatches));
-    log(o, `  ${label} vision forward B=${B}: ${fmt(t.best * 1e3, 0)} ms/image, peak ${fmt(e.pool.stats.peakBytes / MiB, 0)} MiB`);
-    e.release(pixels);
-    freeTower(model, 'vision');
-    e.pool.trim();
-  }
-
-  if (!o.noText) {
-    const e = await Engine.create();
-    randomizeTower(e, model, 'text');
-    const B = 8;
-    const L = config.text.maxPositions;
-    const ids = randomTokens(B, L, config.text.vocab);
-    const before = e.counters.dispatches;
-    const t = await measure(e, () => model.encodeText(e, ids, L), { minSeconds: 0, reps, maxIters: 1 });
-    const dispatches = (e.counters.dispatches - before) / (reps + 1);
-    out.push(clipResult(`${label} text forward`, B, t, e, dispatches));
-    log(o, `  ${label} text forward B=${B}×${L}: ${fmt(t.best * 1e3, 0)} ms (${fmt((t.best * 1e3) / B, 0)} ms/prompt), peak ${fmt(e.pool.stats.peakBytes / MiB, 0)} MiB`);
-    freeTower(model, 'text');
-    e.pool.trim();
-  }
-  return out;
-}
-
-function clipResult(name: string, batch: number, t: Timing, e: Engine, dispatches: number): ClipResult {
-  return {
-    section: 'clip', name, batch,
-    bestMs: t.best * 1e3,
-    medianMs: t.median * 1e3,
-    msPerItem: (t.best * 1e3) / batch,
-    reps: t.reps,
-    weightMiB: e.pool.stats.weightBytes / MiB,
-    peakMiB: e.pool.stats.peakBytes / MiB,
-    dispatches,
-  };
-}
-
-// ---- report ----------------------------------------------------------------------
-
-const fmt = (x: number, digits: number): string => x.toFixed(digits);
-
-function table(rows: string[][]): string {
-  const widths = rows[0].map((_, i) => Math.max(...rows.map((r) => r[i].length)));
-  const line = (r: string[]): string => `| ${r.map((c, i) => c.padEnd(widths[i])).join(' | ')} |`;
-  return [line(rows[0]), `|${widths.map((w) => '-'.repeat(w + 2)).join('|')}|`, ...rows.slice(1).map(line)].join('\n');
-}
-
-function printTables(results: Result[]): void {
-  const kernels = results.filter((r): r is KernelResult => r.section !== 'clip');
-  if (kernels.length) {
-    console.log(`\n${table([
-      ['op', 'case', 'shape', 'dtype', 'GFLOP', 'best ms', 'median ms', 'GFLOP/s'],
-      ...kernels.map((r) => [r.section, r.name, r.shape, r.dtype, fmt(r.gflop, 3), fmt(r.bestMs, 2), fmt(r.medianMs, 2), fmt(r.gflops, 2)]),
-    ])}`);
-  }
-  const clips = results.filter((r): r is ClipResult => r.section === 'clip');
-  if (clips.length) {
-    console.log(`\n${table([
-      ['model', 'batch', 'best ms', 'median ms', 'ms / item', 'dispatches', 'weights MiB', 'peak GPU MiB'],
-      ...clips.map((r) => [r.name, String(r.batch), fmt(r.bestMs, 0), fmt(r.medianMs, 0), fmt(r.msPerItem, 0), String(r.dispatches), fmt(r.weightMiB, 0), fmt(r.peakMiB, 0)]),
-    ])}`);
-  }
-}
+// ---- main ------------------------------------------------------------------------
 
 async function main(): Promise<void> {
   const o = parseArgs(process.argv.slice(2));
+  if (o.child) {
+    const results = await runChild(o, o.child);
+    // Marked: native code (Dawn) may print to stdout too.
+    process.stdout.write(`\n${RESULT_MARK}${JSON.stringify(results)}\n`);
+    return;
+  }
   const e = await Engine.create();
-  const info = e.gpu.info;
-  const cpus = os.cpus();
-  const machine = {
-    os: `${os.type()} ${os.release()} ${os.arch()}`,
-    cpu: cpus[0]?.model.trim() ?? 'unknown',
-    cores: cpus.length,
-    memoryGiB: Math.round(os.totalmem() / 2 ** 30),
-    node: process.version,
-  };
-  const adapter = {
-    name: info.adapter,
-    vendor: info.vendor,
-    architecture: info.architecture,
-    description: info.description,
-    backend: info.backend,
-    software: info.software,
-    shaderF16: e.gpu.hasF16,
-    maxStorageBufferBindingMiB: info.limits.maxStorageBufferBindingSize / MiB,
-  };
-  log(o, `machine: ${machine.os}, ${machine.cpu}, ${machine.cores} cores, ${machine.memoryGiB} GiB, node ${machine.node}`);
-  log(o, `adapter: ${adapter.name} (vendor ${adapter.vendor || '?'}, architecture ${adapter.architecture || '?'}, ${adapter.description || 'no description'}), ` +
-    `backend ${adapter.backend}, software ${adapter.software}, shader-f16 ${adapter.shaderF16}`);
-  log(o, `mode: ${o.quick ? 'quick' : o.full ? 'full' : 'default'}${o.only ? `, only ${o.only}` : ''}`);
+  const machine = machineInfo();
+  const adapter = adapterInfo(e);
+  const dtypes = dtypesOf(o, adapter.shaderF16);
+  const date = new Date().toISOString();
+  const command = `npm run bench -- ${process.argv.slice(2).join(' ')}`.trim();
+  const say = o.json ? progress : (line: string) => console.log(line);
+  say(`machine: ${machine.cpu}, ${machine.cores} cores, ${machine.memoryGiB} GiB, ${machine.os}, node ${machine.node}, load average ${machine.loadavg.join(" ")}`);
+  say(`adapter: ${adapter.name} (vendor ${adapter.vendor || '?'}, architecture ${adapter.architecture || '?'}, ${adapter.description || 'no description'}), ` +
+    `backend ${adapter.backend}, ${adapter.software ? 'software' : 'hardware'}, shader-f16 ${adapter.shaderF16}, timestamp-query ${adapter.timestampQuery}`);
+  say(`date: ${date}; benchmarks: ${o.sections.join(' ')}; ${o.quick ? 'quick' : o.full ? 'full' : 'default'} sizes; dtypes ${dtypes.join(', ')}`);
 
   const results: Result[] = [];
-  const want = (s: Section): boolean => !o.only || o.only === s;
-  if (want('matmul')) results.push(...(await benchMatmul(e, o)));
-  if (want('conv')) results.push(...(await benchConv(e, o)));
-  e.pool.trim();
-  if (want('clip')) results.push(...(await benchClip(o)));
-
-  if (o.json) console.log(JSON.stringify({ machine, adapter, mode: o.quick ? 'quick' : o.full ? 'full' : 'default', results }, null, 2));
-  else printTables(results);
+  const failures: Failure[] = [];
+  const t0 = performance.now();
+  for (const { section, ids } of plan(o, dtypes)) {
+    progress(`${section}:`);
+    const mine: Result[] = [];
+    for (const id of ids) {
+      try {
+        mine.push(...(await spawnChild(o, id)));
+      } catch (err) {
+        const error = err instanceof Error ? err.message : String(err);
+        progress(`  ${id} failed: ${error}`);
+        failures.push({ benchmark: id, error });
+      }
+    }
+    results.push(...mine);
+    if (!o.json && mine.length) console.log(`\n${section}\n\n${sectionTable(section, mine)}\n`);
+  }
+  const seconds = (performance.now() - t0) / 1e3;
+  if (o.json) {
+    console.log(JSON.stringify({ date, command, machine, adapter, options: { ...o, dtypes }, seconds, results, failures }, null, 2));
+  } else {
+    console.log(`total ${fmt(seconds, 0)} s${failures.length ? `; ${failures.length} failed: ${failures.map((f) => f.benchmark).join(', ')}` : ''}`);
+  }
+  if (failures.length) process.exitCode = 1;
 }
 
 main().then(
-  () => process.exit(0),
+  () => process.exit(process.exitCode ?? 0),
   (err: unknown) => {
     console.error(err instanceof Error ? err.stack ?? err.message : err);
     process.exit(1);

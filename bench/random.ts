@@ -1,0 +1,93 @@
+// Seeded random weights for real-sized models without a checkpoint: the values do
+// not matter for timing, their magnitudes do (finite activations in f16, no
+// denormal slow paths on CPU adapters).
+import type { Engine } from '../src/engine/engine.js';
+import { f32ToF16Bits } from '../src/engine/half.js';
+import { RowChunkedTensor, Tensor, type DType } from '../src/engine/tensor.js';
+import type { Module } from '../src/graph/module.js';
+import { Conv2d, GroupNorm, LayerNorm, Linear } from '../src/graph/nn.js';
+import { rand } from './timing.js';
+
+const POOL = 1 << 20;
+const pools = new Map<string, Float32Array | Uint16Array>();
+
+/** POOL + 1021 random values of uniform(±scale), cached per scale and dtype. */
+function pool(scale: number, dtype: DType): Float32Array | Uint16Array {
+  const key = `${scale}|${dtype}`;
+  let p = pools.get(key);
+  if (!p) {
+    const values = rand(POOL + 1021, 7 + pools.size, scale);
+    p = dtype === 'f16' ? Uint16Array.from(values, f32ToF16Bits) : values;
+    pools.set(key, p);
+  }
+  return p;
+}
+
+function constant(n: number, value: number, dtype: DType): Float32Array | Uint16Array {
+  return dtype === 'f16' ? new Uint16Array(n).fill(f32ToF16Bits(value)) : new Float32Array(n).fill(value);
+}
+
+/** n values tiled from the pool of this scale, starting at a per-param offset. */
+function tiled(n: number, scale: number, dtype: DType, seed: number): Float32Array | Uint16Array {
+  const src = pool(scale, dtype);
+  const out = dtype === 'f16' ? new Uint16Array(n) : new Float32Array(n);
+  const start = (seed * 7919) % 1021;
+  for (let off = 0; off < n; off += POOL) out.set(src.subarray(start, start + Math.min(POOL, n - off)), off);
+  return out;
+}
+
+/**
+ * Fills every GPU param of `root` whose checkpoint name passes `want` (default: all)
+ * like PyTorch's default initialisation: norm weights 1 and biases 0, Linear and Conv
+ * uniform(±1/√fan_in), anything else (embeddings, class tokens) uniform(±0.02).
+ * Host params (CLIP's logit_scale) get 4.6. Tables larger than one binding become
+ * row chunks. Returns the bytes uploaded.
+ */
+export function randomizeParams(e: Engine, root: Module, dtype: DType, want: (name: string) => boolean = () => true): number {
+  let bytes = 0;
+  let seed = 0;
+  for (const [path, m] of root.modules()) {
+    for (const [local, p] of m.ownParams()) {
+      const name = `${path}${local}`;
+      if (p.host) {
+        p.value = Float32Array.of(4.6);
+        continue;
+      }
+      if (!want(name)) continue;
+      const n = p.shape.reduce((a, b) => a * b, 1);
+      let values: Float32Array | Uint16Array;
+      if (m instanceof LayerNorm || m instanceof GroupNorm) values = constant(n, local === 'weight' ? 1 : 0, dtype);
+      else if (m instanceof Linear || m instanceof Conv2d) {
+        const fanIn = m instanceof Linear ? m.inFeatures : m.weight.shape.slice(1).reduce((a, d) => a * d, 1);
+        values = tiled(n, Math.fround(1 / Math.sqrt(fanIn)), dtype, seed++);
+      } else values = tiled(n, 0.02, dtype, seed++);
+      p.value = weight(e, new Uint8Array(values.buffer), p.shape, dtype);
+      bytes += values.byteLength;
+    }
+  }
+  return bytes;
+}
+
+/** Destroys the GPU buffers of the params `want` selects (between benchmarks). */
+export function freeParams(root: Module, want: (name: string) => boolean = () => true): void {
+  for (const [name, p] of root.namedParams()) {
+    if (!want(name)) continue;
+    const v = p.value;
+    if (v instanceof Tensor) v.buffer.destroy();
+    else if (v instanceof RowChunkedTensor) for (const c of v.chunks) c.tensor.buffer.destroy();
+    p.value = undefined;
+  }
+}
+
+function weight(e: Engine, bytes: Uint8Array, shape: readonly number[], dtype: DType): Tensor | RowChunkedTensor {
+  if (bytes.byteLength <= e.maxBinding || shape.length < 2) return e.createWeight(bytes, shape, dtype);
+  const rowBytes = bytes.byteLength / shape[0];
+  const rowsPerChunk = Math.floor(e.maxBinding / rowBytes);
+  const chunks = [];
+  for (let first = 0; first < shape[0]; first += rowsPerChunk) {
+    const rows = Math.min(rowsPerChunk, shape[0] - first);
+    const part = bytes.subarray(first * rowBytes, (first + rows) * rowBytes);
+    chunks.push({ firstRow: first, tensor: e.createWeight(part, [rows, ...shape.slice(1)], dtype) });
+  }
+  return new RowChunkedTensor(chunks, shape, dtype);
+}
