@@ -80,6 +80,8 @@ describe('dr restore with a Diff-Restorer checkpoint', () => {
     expect(summary.mode).toBe('diff-restorer');
     const [result] = summary.results;
     expect(result).toMatchObject({ input: photo, output: out, width: 72, height: 56 });
+    expect(Object.keys(result.phases)).toEqual(['clip', 'control', 'denoise', 'decode']);
+    expect(result.peakGpuBytes).toBeGreaterThan(0);
     expect(result.scores.map((s: { name: string }) => s.name)).toEqual(['noise', 'low-light', 'haze', 'rain', 'raindrop', 'snow', 'blur', 'jpeg']);
     expect(result.scores.reduce((s: number, d: { probability: number }) => s + d.probability, 0)).toBeCloseTo(1, 5);
     const meta = await sharp(out).metadata();
@@ -109,6 +111,7 @@ describe('dr restore, training-free', () => {
     expect(r.code, r.stderr).toBe(0);
     const [result] = JSON.parse(r.stdout).results;
     expect(result.scores).toHaveLength(9); // the eight degradations and a clean photo
+    expect(Object.keys(result.phases)).toEqual(['clip', 'prompts', 'encode', 'control', 'denoise', 'decode']);
     expect(result.detected).toEqual(result.scores.filter((s: { probability: number }) => s.probability >= 0.2)
       .sort((a: { probability: number }, b: { probability: number }) => b.probability - a.probability).map((s: { name: string }) => s.name));
     const meta = await sharp(out).metadata();
@@ -160,6 +163,7 @@ describe('dr restore, bad input', () => {
 
   it.each([
     [['--strength', '1.5'], '--strength: expected a number in (0, 1]'],
+    [['--steps', '1', '--strength', '0.5'], '--strength 0.5 of 1 steps runs no step'],
     [['--color-fix', 'hist'], '--color-fix: expected wavelet, adain, none'],
     [['--tile', '128', '--tile-overlap', '128'], '--tile-overlap (128) must be smaller than --tile (128)'],
   ])('%j is refused before any work', async (args, message) => {

@@ -36,6 +36,7 @@ interface RestoreCliOptions {
   force?: boolean;
   skipExisting?: boolean;
   json?: boolean;
+  stats?: boolean;
 }
 
 const DEFAULT_SD = 'stable-diffusion-v1-5/stable-diffusion-v1-5';
@@ -66,7 +67,8 @@ export function restoreCommand(): Command {
     .option('--color-fix <how>', 'match the input\'s colours: wavelet (low frequencies), adain (channel mean/std) or none', 'wavelet')
     .option('-f, --force', 'replace existing output files')
     .option('--skip-existing', 'skip inputs whose output exists (resume an interrupted run)')
-    .option('--json', 'print a JSON summary: per image input, output, size, seconds, degradations')
+    .option('--stats', 'print seconds per phase (CLIP, control, denoise, decode) and peak GPU memory per image')
+    .option('--json', 'print a JSON summary: per image input, output, size, seconds (and per phase), peak GPU memory, degradations')
     .addHelpText('after', `
 Modes:
   --model DR_DIR   Diff-Restorer: CLIP visual prompts → prompt processor → UNet + image control
@@ -121,6 +123,9 @@ function parseSettings(opts: RestoreCliOptions, trained: boolean): Settings {
     colorFix,
     prompt: opts.prompt,
   };
+  if (!trained && Math.floor(s.steps * s.strength) < 1) {
+    throw new DrError(`--strength ${s.strength} of ${s.steps} steps runs no step (img2img runs floor(steps × strength)); raise --strength or --steps`);
+  }
   if (s.tileOverlap >= s.tile) throw new DrError(`--tile-overlap (${s.tileOverlap}) must be smaller than --tile (${s.tile})`);
   return s;
 }
@@ -131,7 +136,7 @@ interface Restorer {
   multiple: number;
   /** Pixels per latent cell. */
   vaeFactor: number;
-  run(e: Engine, lq: Tensor, rgb: RgbImage, onStep: (i: number, total: number) => void): Promise<{ image: Tensor; scores: Score[] }>;
+  run(e: Engine, lq: Tensor, rgb: RgbImage, onStep: (i: number, total: number) => void): Promise<{ image: Tensor; scores: Score[]; phases: Record<string, number> }>;
 }
 
 interface Score {
@@ -152,7 +157,7 @@ function loadRestorer(e: Engine, opts: RestoreCliOptions, s: Settings, say: (par
       vaeFactor,
       run: async (e, lq, rgb, onStep) => {
         const r = await m.restore(e, lq, rgb, { steps: s.steps, seed: s.seed, guidance: s.guidance, tile: tile(vaeFactor), onStep });
-        return { image: r.image, scores: r.degradations };
+        return { image: r.image, scores: r.degradations, phases: r.seconds };
       },
     };
   }
@@ -171,7 +176,7 @@ function loadRestorer(e: Engine, opts: RestoreCliOptions, s: Settings, say: (par
         steps: s.steps, seed: s.seed, guidance: s.guidance, strength: s.strength, prompt: s.prompt, threshold: s.threshold,
         controlScale: s.controlScale, tile: tile(vaeFactor), onStep,
       });
-      return { image: r.image, scores: r.scores.map((d) => ({ name: d.text, probability: d.probability })) };
+      return { image: r.image, scores: r.scores.map((d) => ({ name: d.text, probability: d.probability })), phases: r.seconds };
     },
   };
 }
@@ -182,6 +187,10 @@ interface ImageResult {
   width: number;
   height: number;
   seconds: number;
+  /** Seconds per pipeline phase (clip, control, denoise, decode, ...). */
+  phases: Record<string, number>;
+  /** Peak GPU memory held by dr so far (weights + activations), bytes. */
+  peakGpuBytes: number;
   /** Degradations at or above --threshold, most likely first. */
   detected: string[];
   scores: Score[];
@@ -242,26 +251,37 @@ async function restoreAll(todo: { input: string; output: string }[], opts: Resto
       if (!opts.json) process.stderr.write(`dr: ${err.message}\n`);
       continue;
     }
-    const bar = new Progress(`[${n + 1}/${todo.length}] ${job.input}`, s.steps, { unit: 'steps' });
+    // Made at the first step, when the mode has said how many steps it runs (img2img runs fewer).
+    let bar: Progress | undefined;
+    const onStep = (_: number, total: number) => {
+      bar ??= new Progress(`[${n + 1}/${todo.length}] ${job.input}`, total, { unit: 'steps' });
+      bar.tick();
+    };
     let restored: Float32Array;
     let scores: Score[];
+    let phases: Record<string, number>;
     try {
-      ({ restored, scores } = await restoreOne(e, restorer, img, s.colorFix, () => bar.tick()));
+      ({ restored, scores, phases } = await restoreOne(e, restorer, img, s.colorFix, onStep));
     } catch (err) {
       throw outOfMemoryHint(job.input, err);
     } finally {
-      bar.stop();
+      bar?.stop();
     }
     await saveImage(job.output, { width: img.width, height: img.height, rgb: restored, alpha: img.alpha }, { bitDepth: img.bitDepth, force: opts.force });
     const detected = scores.filter((d) => d.probability >= s.threshold).sort((a, b) => b.probability - a.probability);
     const r: ImageResult = {
       ...job, width: img.width, height: img.height, seconds: (performance.now() - started) / 1000,
+      phases, peakGpuBytes: e.pool.stats.peakBytes,
       detected: detected.map((d) => d.name), scores,
     };
     results.push(r);
     if (!opts.json) {
       const found = detected.map((d) => `${d.name} (${d.probability.toFixed(2)})`).join(', ') || 'none';
       process.stderr.write(`[${n + 1}/${todo.length}] ${r.input} → ${r.output} (${r.seconds.toFixed(1)} s); detected: ${found}\n`);
+      if (opts.stats) {
+        const split = Object.entries(phases).map(([k, v]) => `${k} ${v.toFixed(2)} s`).join(', ');
+        process.stderr.write(`  ${split}; peak GPU memory ${(r.peakGpuBytes / 2 ** 20).toFixed(0)} MiB\n`);
+      }
     }
   }
 }
@@ -273,13 +293,15 @@ function checkSize(file: string, img: LoadedImage, multiple: number): void {
 }
 
 /** Pads, restores, crops back and fixes colours; returns CHW [3, H, W] in about [0, 1]. */
-async function restoreOne(e: Engine, r: Restorer, img: LoadedImage, colorFix: ColorFix, onStep: () => void): Promise<{ restored: Float32Array; scores: Score[] }> {
+async function restoreOne(
+  e: Engine, r: Restorer, img: LoadedImage, colorFix: ColorFix, onStep: (i: number, total: number) => void,
+): Promise<{ restored: Float32Array; scores: Score[]; phases: Record<string, number> }> {
   const { width: W, height: H } = img;
   const up = (n: number) => Math.ceil(n / r.multiple) * r.multiple;
   const input = e.keep(e.upload(img.rgb, [1, 3, H, W])); // [1, 3, H, W] in [0, 1]
   const lq = e.keep(reflectPad(e, input, 0, up(H) - H, 0, up(W) - W)); // [1, 3, H', W']
   try {
-    const { image, scores } = await r.run(e, lq, rgb8(img), onStep); // [1, 3, H', W'] in [-1, 1]
+    const { image, scores, phases } = await r.run(e, lq, rgb8(img), onStep); // [1, 3, H', W'] in [-1, 1]
     const out = e.tidy(() => {
       // The colour fix and the output in f32 whatever the model ran in.
       const x = cropTo(e, scale(e, image.dtype === 'f32' ? image : cast(e, image, 'f32'), 0.5, 0.5), H, W);
@@ -288,7 +310,7 @@ async function restoreOne(e: Engine, r: Restorer, img: LoadedImage, colorFix: Co
     e.release(image);
     const restored = await e.read(out);
     e.release(out);
-    return { restored, scores };
+    return { restored, scores, phases };
   } finally {
     e.release(input);
     e.release(lq);

@@ -15,6 +15,7 @@ import { seededNormal } from './init.js';
 import type { Precision } from './module.js';
 import { ControlNetModel } from './sd/controlnet.js';
 import { denoise } from './sd/denoise.js';
+import { PhaseTimer } from './phase_timer.js';
 import { StableDiffusion } from './sd/pipeline.js';
 import { decodeTiled, encodeTiled, type TileSize } from './sd/vae_tiles.js';
 import { scale } from '../engine/ops/elementwise.js';
@@ -70,28 +71,30 @@ export class TrainingFreeRestorer {
     return { detected, scores };
   }
 
-  /** lq [1, 3, H, W] in [0, 1], H and W multiples of 64 → restored [1, 3, H, W] in about [-1, 1]. */
-  async restore(e: Engine, lq: Tensor, rgb: RgbImage, o: TrainingFreeOptions): Promise<{ image: Tensor; detected: Detection[]; scores: Detection[] }> {
+  /**
+   * lq [1, 3, H, W] in [0, 1], H and W multiples of 64 → restored [1, 3, H, W] in about [-1, 1],
+   * with seconds per phase: clip (probe), prompts, encode, control (hint), denoise, decode.
+   */
+  async restore(e: Engine, lq: Tensor, rgb: RgbImage, o: TrainingFreeOptions): Promise<{ image: Tensor; detected: Detection[]; scores: Detection[]; seconds: Record<string, number> }> {
     const { sd } = this;
+    const timer = new PhaseTimer(e);
     const { detected, scores } = await this.detect(e, rgb, o.threshold);
+    await timer.end('clip');
     const positive = o.prompt ? `${CLEAN_TEXT}, ${o.prompt}` : CLEAN_TEXT;
     const negative = detected.map((d) => d.text).join(', ');
     const context = e.keep(sd.encodePrompt(e, positive));
     const uncond = e.keep(sd.encodePrompt(e, negative));
+    await timer.end('prompts');
 
     // img2img: diffusers' strength → the first step run, and the input noised to it.
     sd.scheduler.setTimesteps(o.steps);
-    const start = Math.max(o.steps - Math.min(Math.floor(o.steps * o.strength), o.steps), 0);
+    const start = o.steps - Math.min(Math.floor(o.steps * o.strength), o.steps);
     const { downFactor: f, config } = sd.vae;
-    const x0 = e.tidy(() => encodeTiled(e, scale(e, lq, 2, -1), f, config.latentChannels, o.tile, (x) => sd.vae.encode(e, x))); // [1, 4, H/8, W/8]
-    if (start >= o.steps) {
-      e.release(context);
-      e.release(uncond);
-      return { image: this.decode(e, x0, o.tile), detected, scores };
-    }
-    const noise = e.upload(seededNormal(x0.size, o.seed), x0.shape);
-    const noised = sd.scheduler.addNoise(e, x0, noise, sd.scheduler.timesteps[start]);
+    const x0 = e.keep(e.tidy(() => encodeTiled(e, scale(e, lq, 2, -1), f, config.latentChannels, o.tile, (x) => sd.vae.encode(e, x)))); // [1, 4, H/8, W/8]
+    const noised = e.keep(e.tidy(() => sd.scheduler.addNoise(e, x0, e.upload(seededNormal(x0.size, o.seed), x0.shape), sd.scheduler.timesteps[start])));
+    await timer.end('encode');
     const hint = e.keep(this.controlnet.embedHint(e, lq));
+    await timer.end('control');
     let latent: Tensor;
     try {
       latent = await denoise(e, {
@@ -104,11 +107,14 @@ export class TrainingFreeRestorer {
         },
       });
     } finally {
-      for (const t of [context, uncond, hint]) e.release(t);
+      for (const t of [context, uncond, hint, x0]) e.release(t);
     }
+    e.release(noised);
+    await timer.end('denoise');
     const image = this.decode(e, latent, o.tile);
     e.release(latent);
-    return { image, detected, scores };
+    await timer.end('decode');
+    return { image, detected, scores, seconds: timer.seconds };
   }
 
   private decode(e: Engine, latent: Tensor, tile: TileSize | undefined): Tensor {

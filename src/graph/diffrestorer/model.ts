@@ -14,6 +14,7 @@ import { seededNormal } from '../init.js';
 import { loadFromCheckpoint, type Precision } from '../module.js';
 import { scale } from '../../engine/ops/elementwise.js';
 import { denoise } from '../sd/denoise.js';
+import { PhaseTimer } from '../phase_timer.js';
 import { decodeTiled, type TileSize } from '../sd/vae_tiles.js';
 import { crop } from '../../engine/ops/tiles.js';
 import { SdBase } from '../sd/single_file.js';
@@ -54,6 +55,8 @@ export interface Restored {
   image: Tensor;
   /** The prompt processor's degradation-type probabilities, in config order. */
   degradations: { name: string; probability: number }[];
+  /** Seconds per phase: clip (with the prompt processor), control (hint), denoise (UNet + control network, all steps), decode. */
+  seconds: Record<string, number>;
 }
 
 export class DiffRestorer {
@@ -103,6 +106,7 @@ export class DiffRestorer {
    */
   async restore(e: Engine, lq: Tensor, rgb: RgbImage, o: RestoreOptions): Promise<Restored> {
     const [, , H, W] = lq.shape;
+    const timer = new PhaseTimer(e);
     const pixels = e.upload(clipPixelValues(rgb, this.clipImage), [1, 3, this.clipImage.cropHeight, this.clipImage.cropWidth]);
     const { semantic, degradation, probs } = e.tidy(() => {
       const embeds = this.clip.encodeImage(e, pixels).embeds; // P_CLIP [1, E]
@@ -111,8 +115,11 @@ export class DiffRestorer {
     });
     const probabilities = await e.read(probs);
     const names = this.promptProcessor.cfg.degradations;
+    for (const t of [pixels, probs]) e.release(t);
+    await timer.end('clip');
 
     const hint = e.keep(this.control.network.embedHint(e, lq, degradation)); // c [1, C0, H/8, W/8]
+    await timer.end('control');
     const noise = e.upload(seededNormal(4 * (H / 8) * (W / 8), o.seed), [1, 4, H / 8, W / 8]);
     // The paper samples without guidance; --guidance > 1 adds a zero-context branch.
     const uncond = o.guidance !== 1 ? e.keep(e.zeros(semantic.shape, semantic.dtype)) : undefined;
@@ -128,15 +135,16 @@ export class DiffRestorer {
         },
       });
     } finally {
-      e.release(hint);
-      if (uncond) e.release(uncond);
+      for (const t of [hint, noise, semantic, uncond]) if (t) e.release(t);
     }
+    await timer.end('denoise');
     const image = e.tidy(() => decodeTiled(e, latent, this.vae.downFactor, 3, o.tile, (z, window) => {
       const { levels } = this.vae.encodeMoments(e, scaleTo11(e, crop(e, lq, window))); // z_lq skips of I_LQ
       return this.decoder.decode(e, z, levels, degradation);
     }));
-    e.release(latent);
-    return { image, degradations: names.map((name, i) => ({ name, probability: probabilities[i] })) };
+    for (const t of [latent, degradation]) e.release(t);
+    await timer.end('decode');
+    return { image, degradations: names.map((name, i) => ({ name, probability: probabilities[i] })), seconds: timer.seconds };
   }
 }
 
