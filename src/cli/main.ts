@@ -3,19 +3,27 @@ import { Command } from 'commander';
 import { convertCommand } from './convert.js';
 import { degradeCommand } from './degrade.js';
 import { doctorCommand } from './doctor.js';
+import { evalCommand } from './eval.js';
+import { fetchCommand } from './fetch.js';
 import { forwardCommand } from './forward.js';
+import { initCommand } from './init.js';
 import { inspectCommand } from './inspect.js';
 import { probeCommand } from './probe.js';
+import { restoreCommand } from './restore.js';
 
 const program = new Command('dr')
   .description('Diff-Restorer image restoration toolkit on WebGPU: no Python, no CUDA')
   .version('0.1.0')
+  .addCommand(restoreCommand())
+  .addCommand(initCommand())
   .addCommand(probeCommand())
   .addCommand(forwardCommand())
   .addCommand(doctorCommand())
   .addCommand(inspectCommand())
   .addCommand(convertCommand())
   .addCommand(degradeCommand())
+  .addCommand(evalCommand())
+  .addCommand(fetchCommand())
   .addHelpText('after', `
 Start with \`dr doctor\` to see which GPU dr will use, then e.g.
   dr probe photo.jpg --model path/to/clip-vit-large-patch14`);
