@@ -6,6 +6,11 @@ import { DrError } from '../errors.js';
  * explicitly because a live Dawn instance keeps Node's event loop running.
  */
 export async function runCommand(body: () => Promise<number | void>): Promise<never> {
+  // `dr inspect big.safetensors | head`: a reader that stops early ends the output, quietly.
+  process.stdout.on('error', (err: NodeJS.ErrnoException) => {
+    if (err.code === 'EPIPE') process.exit(0);
+    throw err;
+  });
   let code = 0;
   try {
     code = (await body()) ?? 0;
