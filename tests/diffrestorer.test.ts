@@ -41,7 +41,7 @@ describe('dr init checkpoint', () => {
   it('has the design layout and records its base models', () => {
     expect(readModelIndex(dir)).toEqual({ sd: SD, clip: CLIP });
     for (const f of ['prompt_processor/config.json', 'prompt_processor/model.safetensors', 'control/config.json',
-      'control/diffusion_pytorch_model.safetensors', 'decoder/config.json', 'decoder/diffusion_pytorch_model.safetensors']) {
+      'control/model.safetensors', 'decoder/config.json', 'decoder/model.safetensors']) {
       expect(fs.existsSync(path.join(dir, f)), f).toBe(true);
     }
     expect(fs.readdirSync(tmp)).toEqual(['fresh']); // no temporary folder left behind
@@ -52,7 +52,7 @@ describe('dr init checkpoint', () => {
     const other = path.join(tmp, 'other');
     init(again, 0);
     init(other, 1);
-    for (const f of ['prompt_processor/model.safetensors', 'control/diffusion_pytorch_model.safetensors', 'decoder/diffusion_pytorch_model.safetensors']) {
+    for (const f of ['prompt_processor/model.safetensors', 'control/model.safetensors', 'decoder/model.safetensors']) {
       expect(bytes(again, f).equals(bytes(dir, f)), f).toBe(true);
     }
     expect(bytes(other, 'prompt_processor/model.safetensors').equals(bytes(dir, 'prompt_processor/model.safetensors'))).toBe(false);

@@ -76,7 +76,7 @@ export function initDiffRestorer(o: InitOptions): void {
           tensors.push(f32(name, param, zero));
         }
       }
-      writeSafetensors(path.join(ctlDir, 'diffusion_pytorch_model.safetensors'), tensors, { producer: 'dr init', seed: String(o.seed) });
+      writeSafetensors(path.join(ctlDir, 'model.safetensors'), tensors, { producer: 'dr init', seed: String(o.seed) });
     } finally {
       unet.close();
     }
@@ -97,7 +97,7 @@ export function initDiffRestorer(o: InitOptions): void {
           tensors.push({ name, dtype: info.dtype, shape: info.shape, data: vae.readBytes(name) });
         }
       }
-      writeSafetensors(path.join(decDir, 'diffusion_pytorch_model.safetensors'), tensors, { producer: 'dr init', seed: String(o.seed) });
+      writeSafetensors(path.join(decDir, 'model.safetensors'), tensors, { producer: 'dr init', seed: String(o.seed) });
     } finally {
       vae.close();
     }
