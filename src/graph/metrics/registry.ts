@@ -9,6 +9,7 @@ import type { Engine } from '../../engine/engine.js';
 import type { Tensor } from '../../engine/tensor.js';
 import type { RgbImage } from '../../image/load.js';
 import { loadFromCheckpoint } from '../module.js';
+import { Dists } from './dists.js';
 import { Lpips, type LpipsNet } from './lpips.js';
 import { niqe } from './niqe.js';
 import { psnr, type ColorMode } from './psnr.js';
@@ -36,7 +37,7 @@ export interface MetricOptions {
   weightsDir?: string;
 }
 
-export const METRIC_NAMES = ['psnr', 'ssim', 'lpips', 'niqe'] as const;
+export const METRIC_NAMES = ['psnr', 'ssim', 'lpips', 'dists', 'niqe'] as const;
 
 /** Builds the named metrics, loading weights (an error names every missing file). */
 export function createMetrics(e: Engine, names: string[], opts: MetricOptions): Metric[] {
@@ -54,6 +55,12 @@ export function createMetrics(e: Engine, names: string[], opts: MetricOptions): 
         loadFromCheckpoint(e, model, file, { precision: 'f32' });
         return { name, kind: 'fr', higherIsBetter: false, weightFiles: [file], run: (en, x) => model.distance(en, x.ref!, x.dist) };
       }
+      case 'dists': {
+        const file = frWeightFile(name, opts.weightsDir);
+        const model = new Dists();
+        loadFromCheckpoint(e, model, file, { precision: 'f32' });
+        return { name, kind: 'fr', higherIsBetter: false, weightFiles: [file], run: (en, x) => model.distance(en, x.ref!, x.dist) };
+      }
       default:
         throw new DrError(`--metric: unknown metric "${name}" (known: ${METRIC_NAMES.join(', ')})`);
     }
@@ -64,6 +71,7 @@ export const lpipsFileName = (net: LpipsNet): string => `lpips_${net}.safetensor
 
 /** Whether a metric can run with what is on disk (for the default "all available"). */
 export function metricAvailable(name: string, opts: MetricOptions): boolean {
+  if (name in FR_WEIGHTS) return !!opts.weightsDir && fs.existsSync(path.join(opts.weightsDir, FR_WEIGHTS[name].file));
   if (name !== 'lpips') return true;
   return !!opts.weightsDir && fs.existsSync(path.join(opts.weightsDir, lpipsFileName(opts.net)));
 }
@@ -77,4 +85,17 @@ function lpipsWeightFile(net: LpipsNet, dir: string | undefined): string {
   const file = path.join(dir, name);
   if (!fs.existsSync(file)) throw new DrError(`${file}: missing; lpips --net ${net} needs it (${keys}; see README "Metric weights")`);
   return file;
+}
+
+/** Weight files of the full-reference deep metrics besides lpips: the reference package's state dict as safetensors. */
+export const FR_WEIGHTS: Record<string, { file: string; keys: string }> = {
+  dists: { file: 'dists.safetensors', keys: 'DISTS state dict: stage1.0.weight ... stage5.28.bias (torchvision VGG16 features.I), alpha, beta' },
+};
+
+function frWeightFile(name: string, dir: string | undefined): string {
+  const { file, keys } = FR_WEIGHTS[name];
+  if (!dir) throw new DrError(`${name}: needs weights: give --weights DIR with ${file} (${keys}; see README "Metric weights")`);
+  const full = path.join(dir, file);
+  if (!fs.existsSync(full)) throw new DrError(`${full}: missing; ${name} needs it (${keys}; see README "Metric weights")`);
+  return full;
 }

@@ -1,0 +1,22 @@
+import type { Engine } from '../engine.js';
+import { f32 } from '../engine.js';
+import type { Tensor } from '../tensor.js';
+import { assertShape, rowWorkgroup } from './common.js';
+
+/**
+ * DISTS' structure and texture terms per channel of two feature maps [1, C, H, W]:
+ * [C, 2] of (S1, S2) — mean similarity and covariance similarity with constants c1, c2.
+ */
+export function distsStats(e: Engine, x: Tensor, y: Tensor, c1 = 1e-6, c2 = 1e-6): Tensor {
+  assertShape('distsStats', x.shape.length === 4 && x.shape[0] === 1 && x.shape.join() === y.shape.join(), `features ${x} and ${y}`);
+  const [, C, H, W] = x.shape;
+  const out = e.empty([C, 2]);
+  e.run({
+    kernel: 'dists_stats',
+    bindings: { X: x, Y: y, Out: out },
+    defines: { WG: rowWorkgroup(H * W) },
+    params: [C, H * W, f32(c1), f32(c2)],
+    workgroups: [C],
+  });
+  return out;
+}
