@@ -6,7 +6,7 @@ import { Engine } from '../engine/engine.js';
 import { uploadImage } from '../graph/metrics/image.js';
 import type { LpipsNet } from '../graph/metrics/lpips.js';
 import type { ColorMode } from '../graph/metrics/psnr.js';
-import { createMetrics, metricAvailable, METRIC_NAMES, type Metric, type MetricOptions } from '../graph/metrics/registry.js';
+import { createMetrics, isNoReference, metricAvailable, METRIC_NAMES, type Metric, type MetricOptions } from '../graph/metrics/registry.js';
 import { listImages, loadRgb, type RgbImage } from '../image/load.js';
 import { resizeBicubicU8 } from '../image/resize.js';
 import { checkWritable, writeAtomic } from './atomic.js';
@@ -29,13 +29,13 @@ interface EvalOptions {
 
 export function evalCommand(): Command {
   return new Command('eval')
-    .description('score images with PSNR, SSIM, LPIPS, DISTS (full-reference) and NIQE (no-reference), pyiqa conventions')
+    .description('score images with PSNR, SSIM, LPIPS, DISTS (full-reference) and NIQE, CLIP-IQA (no-reference), pyiqa conventions')
     .option('--dist <dir>', 'images to score (degraded or restored)')
     .option('--ref <dir>', 'reference images, paired with --dist by file name without extension')
     .option('-m, --metric <list>', `comma-separated: ${METRIC_NAMES.join(', ')} (default: every metric the inputs and weights allow)`)
     .option('--color <c>', 'psnr/ssim colour: rgb or y (defaults as pyiqa: psnr rgb, ssim y)')
     .option('--net <n>', 'lpips backbone: alex or vgg', 'alex')
-    .option('--weights <dir>', 'folder with metric weights (lpips_alex.safetensors, lpips_vgg.safetensors, dists.safetensors)')
+    .option('--weights <dir>', 'folder with metric weights (lpips_alex.safetensors, lpips_vgg.safetensors, dists.safetensors, clipiqa_rn50.safetensors)')
     .option('--resize', 'resize a distorted image to its reference size (Pillow bicubic) instead of stopping')
     .option('--json', 'print {"metrics", "results": [{"image", "ref", "dist", "scores"}], "mean", "missing"}')
     .option('--csv', 'print CSV: image,<metric>...; the last row is the mean')
@@ -70,11 +70,11 @@ async function evaluate(opts: EvalOptions): Promise<number> {
   if (opts.metric) {
     names = opts.metric.split(',').map((s) => s.trim()).filter(Boolean);
     for (const n of names) if (!(METRIC_NAMES as readonly string[]).includes(n)) throw new DrError(`--metric: unknown metric "${n}" (known: ${METRIC_NAMES.join(', ')})`);
-    if (!opts.ref && names.some((n) => n !== 'niqe')) {
-      throw new DrError(`--ref: ${names.filter((n) => n !== 'niqe').join(', ')} compare against references; give --ref DIR`);
+    if (!opts.ref && names.some((n) => !isNoReference(n))) {
+      throw new DrError(`--ref: ${names.filter((n) => !isNoReference(n)).join(', ')} compare against references; give --ref DIR`);
     }
   } else {
-    names = METRIC_NAMES.filter((n) => (opts.ref || n === 'niqe') && metricAvailable(n, mopts));
+    names = METRIC_NAMES.filter((n) => (opts.ref || isNoReference(n)) && metricAvailable(n, mopts));
   }
 
   // Pair by name without extension; unpaired files on either side are reported.

@@ -9,6 +9,7 @@ import type { Engine } from '../../engine/engine.js';
 import type { Tensor } from '../../engine/tensor.js';
 import type { RgbImage } from '../../image/load.js';
 import { loadFromCheckpoint } from '../module.js';
+import { ClipIqa } from './clipiqa.js';
 import { Dists } from './dists.js';
 import { Lpips, type LpipsNet } from './lpips.js';
 import { niqe } from './niqe.js';
@@ -37,7 +38,10 @@ export interface MetricOptions {
   weightsDir?: string;
 }
 
-export const METRIC_NAMES = ['psnr', 'ssim', 'lpips', 'dists', 'niqe'] as const;
+export const METRIC_NAMES = ['psnr', 'ssim', 'lpips', 'dists', 'niqe', 'clipiqa'] as const;
+
+/** Metrics that score one image (no --ref needed). */
+export const isNoReference = (name: string): boolean => name === 'niqe' || name === 'clipiqa';
 
 /** Builds the named metrics, loading weights (an error names every missing file). */
 export function createMetrics(e: Engine, names: string[], opts: MetricOptions): Metric[] {
@@ -54,6 +58,12 @@ export function createMetrics(e: Engine, names: string[], opts: MetricOptions): 
         const model = new Lpips(opts.net);
         loadFromCheckpoint(e, model, file, { precision: 'f32' });
         return { name, kind: 'fr', higherIsBetter: false, weightFiles: [file], run: (en, x) => model.distance(en, x.ref!, x.dist) };
+      }
+      case 'clipiqa': {
+        const file = nrWeightFile(name, opts.weightsDir);
+        const model = new ClipIqa();
+        model.load(e, file);
+        return { name, kind: 'nr', higherIsBetter: true, weightFiles: [file], run: (en, x) => model.score(en, x.dist) };
       }
       case 'dists': {
         const file = frWeightFile(name, opts.weightsDir);
@@ -72,6 +82,7 @@ export const lpipsFileName = (net: LpipsNet): string => `lpips_${net}.safetensor
 /** Whether a metric can run with what is on disk (for the default "all available"). */
 export function metricAvailable(name: string, opts: MetricOptions): boolean {
   if (name in FR_WEIGHTS) return !!opts.weightsDir && fs.existsSync(path.join(opts.weightsDir, FR_WEIGHTS[name].file));
+  if (name in NR_WEIGHTS) return !!opts.weightsDir && fs.existsSync(path.join(opts.weightsDir, NR_WEIGHTS[name].file));
   if (name !== 'lpips') return true;
   return !!opts.weightsDir && fs.existsSync(path.join(opts.weightsDir, lpipsFileName(opts.net)));
 }
@@ -85,6 +96,19 @@ function lpipsWeightFile(net: LpipsNet, dir: string | undefined): string {
   const file = path.join(dir, name);
   if (!fs.existsSync(file)) throw new DrError(`${file}: missing; lpips --net ${net} needs it (${keys}; see README "Metric weights")`);
   return file;
+}
+
+/** Weight files of the no-reference deep metrics: the reference implementation's state dict as safetensors, keys unchanged. */
+export const NR_WEIGHTS: Record<string, { file: string; keys: string }> = {
+  clipiqa: { file: 'clipiqa_rn50.safetensors', keys: 'OpenAI CLIP RN50 state dict: visual.*, transformer.resblocks.*, token_embedding.weight, positional_embedding, ln_final.*, text_projection, logit_scale' },
+};
+
+function nrWeightFile(name: string, dir: string | undefined): string {
+  const { file, keys } = NR_WEIGHTS[name];
+  if (!dir) throw new DrError(`${name}: needs weights: give --weights DIR with ${file} (${keys}; see README "Metric weights")`);
+  const full = path.join(dir, file);
+  if (!fs.existsSync(full)) throw new DrError(`${full}: missing; ${name} needs it (${keys}; see README "Metric weights")`);
+  return full;
 }
 
 /** Weight files of the full-reference deep metrics besides lpips: the reference package's state dict as safetensors. */
