@@ -97,6 +97,7 @@ function fail(message: string): never {
 }
 
 const RESULT_MARK = '@@dr-bench-result ';
+const ERROR_MARK = '@@dr-bench-error ';
 
 interface Failure {
   benchmark: string;
@@ -155,7 +156,10 @@ function spawnChild(o: Options, id: string): Promise<Result[]> {
         } catch {
           reject(new Error(`unreadable output: ${out.slice(0, 200)}`));
         }
-      } else reject(new Error(signal ? `killed by ${signal}` : `exit code ${code}`));
+      } else {
+        const said = out.split('\n').find((l) => l.startsWith(ERROR_MARK))?.slice(ERROR_MARK.length);
+        reject(new Error(said ?? (signal ? `killed by ${signal}` : `exit code ${code}`)));
+      }
     });
   });
 }
@@ -165,9 +169,14 @@ function spawnChild(o: Options, id: string): Promise<Result[]> {
 async function main(): Promise<void> {
   const o = parseArgs(process.argv.slice(2));
   if (o.child) {
-    const results = await runChild(o, o.child);
-    // Marked: native code (Dawn) may print to stdout too.
-    process.stdout.write(`\n${RESULT_MARK}${JSON.stringify(results)}\n`);
+    // Marked lines: native code (Dawn) may print to stdout too.
+    try {
+      const results = await runChild(o, o.child);
+      process.stdout.write(`\n${RESULT_MARK}${JSON.stringify(results)}\n`);
+    } catch (err) {
+      process.stdout.write(`\n${ERROR_MARK}${err instanceof Error ? err.message : String(err)}\n`);
+      throw err;
+    }
     return;
   }
   const e = await Engine.create();
