@@ -11,7 +11,8 @@ import { Engine } from '../src/engine/engine.js';
 import type { Tensor } from '../src/engine/tensor.js';
 import { avgPool2d } from '../src/engine/ops/avg_pool2d.js';
 import { CLIPIQA_TOKENS, ClipIqa } from '../src/graph/metrics/clipiqa.js';
-import { uploadImage } from '../src/graph/metrics/image.js';
+import { toPlanar01, uploadImage } from '../src/graph/metrics/image.js';
+import { Musiq, musiqPatches } from '../src/graph/metrics/musiq.js';
 import { createMetrics, isNoReference } from '../src/graph/metrics/registry.js';
 import { loadRgb } from '../src/image/load.js';
 import { SafetensorsFile, writeSafetensorsLazy } from '../src/weights/safetensors.js';
@@ -180,5 +181,56 @@ describe('CLIP-IQA (pyiqa clipiqa, CLIP RN50) against pyiqa', () => {
 
   it('an image smaller than 32×32 is a clear error', async () => {
     await expect(metric.imageFeature(e, e.upload(new Float32Array(3 * 31 * 40), [1, 3, 31, 40]))).rejects.toThrow(/clipiqa: a 40x31 image is too small/);
+  });
+});
+
+describe('MUSIQ (pyiqa MUSIQ, one-output head) against pyiqa', () => {
+  const dbg = SafetensorsFile.open(path.join(M, 'musiq_debug.safetensors'));
+  const scores: Record<string, number> = JSON.parse(fs.readFileSync(path.join(M, 'musiq.json'), 'utf8')).scores;
+  const model = new Musiq();
+
+  beforeAll(() => {
+    model.load(e, recipeFile('musiq_recipe_checksums.json', 'musiq.', 'musiq.safetensors'));
+  }, 300_000);
+
+  it('64×64 chelsea crop: patch layout, patches, embeddings, CLS, score', async () => {
+    const p = musiqPatches(dbg.readF32('debug.input_01'), 64, 64);
+    const meta = dbg.readF32('debug.patch_meta');
+    expect(p.count).toBe(197);
+    expect([...p.spatial]).toEqual(Array.from({ length: 197 }, (_, i) => meta[3 * i]));
+    expect([...p.scale]).toEqual(Array.from({ length: 197 }, (_, i) => meta[3 * i + 1]));
+    expect(Array.from({ length: 197 }, (_, i) => meta[3 * i + 2]).every((m) => m === 1)).toBe(true);
+    // f32 torch bicubic (16 taps on values in [-1, 1]) against ours (f32 weights, f64 sums):
+    // measured ≤ 7.2e-7; allowed 5e-6 (16 taps · ε · |weights| ≤ 1.5, twice).
+    expectClose(p.pixels.subarray(0, 8 * 3072), dbg.readF32('debug.patches_first8'), 0, 5e-6);
+    // patch network + Linear over 16384 inputs in f32, sums reordered: measured ≤ 3.5e-6 of the
+    // largest value; allowed 1e-5 of it (f32 ε · √16384 · a few layers).
+    const wantEmb = dbg.readF32('debug.embedding_out');
+    expectClose(await read(model.embedPatches(e, e.upload(p.pixels, [197, 3072]))), wantEmb, 0, 1e-5 * maxAbs(wantEmb));
+    let cls!: Tensor;
+    e.tracer = (name, t) => { if (name === 'encoder_out_cls') cls = t; };
+    const score = await model.scorePatches(e, p);
+    e.tracer = undefined;
+    // 14 pre-norm blocks after it: measured ≤ 1.0e-6 of the largest value; allowed 1e-5 of it.
+    const wantCls = dbg.readF32('debug.encoder_out_cls');
+    expectClose(await read(cls), wantCls, 0, 1e-5 * maxAbs(wantCls));
+    // the head (384 → 1) of that CLS; scores are O(1): measured 1.2e-7, allowed 1e-5
+    expect(Math.abs(score - dbg.readF32('debug.score')[0])).toBeLessThan(1e-5);
+  });
+
+  it('full-size images (musiq.json): aspect ratios 451×300, 448×172, 512×400, 512×512', async () => {
+    // non-square images exercise the rounding of each scale's size, the zero padding to
+    // multiples of 32 and the dropped mask-0 rows. Measured ≤ 3.4e-7; allowed 1e-5 as above.
+    for (const file of ['chelsea.png', 'text__noise50.png', 'coffee__jpeg10.png', 'astronaut__blur.png']) {
+      const img = await loadRgb(imagePath(file));
+      const s = await model.score(e, toPlanar01(img), img.height, img.width);
+      expect(Math.abs(s - scores[file]), file).toBeLessThan(1e-5);
+    }
+  }, 300_000);
+
+  it('dr eval: musiq is no-reference; a missing weight file is named with the expected keys', () => {
+    expect(isNoReference('musiq')).toBe(true);
+    expect(() => createMetrics(e, ['musiq'], { net: 'alex', weightsDir: path.join(TMP, 'nowhere') }))
+      .toThrow(/nowhere\/musiq\.safetensors: missing; musiq needs it \(pyiqa MUSIQ state dict/);
   });
 });

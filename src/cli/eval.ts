@@ -29,13 +29,13 @@ interface EvalOptions {
 
 export function evalCommand(): Command {
   return new Command('eval')
-    .description('score images with PSNR, SSIM, LPIPS, DISTS (full-reference) and NIQE, CLIP-IQA (no-reference), pyiqa conventions')
+    .description('score images with PSNR, SSIM, LPIPS, DISTS (full-reference) and NIQE, CLIP-IQA, MUSIQ (no-reference), pyiqa conventions')
     .option('--dist <dir>', 'images to score (degraded or restored)')
     .option('--ref <dir>', 'reference images, paired with --dist by file name without extension')
     .option('-m, --metric <list>', `comma-separated: ${METRIC_NAMES.join(', ')} (default: every metric the inputs and weights allow)`)
     .option('--color <c>', 'psnr/ssim colour: rgb or y (defaults as pyiqa: psnr rgb, ssim y)')
     .option('--net <n>', 'lpips backbone: alex or vgg', 'alex')
-    .option('--weights <dir>', 'folder with metric weights (lpips_alex.safetensors, lpips_vgg.safetensors, dists.safetensors, clipiqa_rn50.safetensors)')
+    .option('--weights <dir>', 'folder with metric weights (lpips_alex.safetensors, lpips_vgg.safetensors, dists.safetensors, clipiqa_rn50.safetensors, musiq.safetensors)')
     .option('--resize', 'resize a distorted image to its reference size (Pillow bicubic) instead of stopping')
     .option('--json', 'print {"metrics", "results": [{"image", "ref", "dist", "scores"}], "mean", "missing"}')
     .option('--csv', 'print CSV: image,<metric>...; the last row is the mean')

@@ -9,9 +9,11 @@ import type { Engine } from '../../engine/engine.js';
 import type { Tensor } from '../../engine/tensor.js';
 import type { RgbImage } from '../../image/load.js';
 import { loadFromCheckpoint } from '../module.js';
+import { toPlanar01 } from './image.js';
 import { ClipIqa } from './clipiqa.js';
 import { Dists } from './dists.js';
 import { Lpips, type LpipsNet } from './lpips.js';
+import { Musiq } from './musiq.js';
 import { niqe } from './niqe.js';
 import { psnr, type ColorMode } from './psnr.js';
 import { ssim } from './ssim.js';
@@ -38,10 +40,10 @@ export interface MetricOptions {
   weightsDir?: string;
 }
 
-export const METRIC_NAMES = ['psnr', 'ssim', 'lpips', 'dists', 'niqe', 'clipiqa'] as const;
+export const METRIC_NAMES = ['psnr', 'ssim', 'lpips', 'dists', 'niqe', 'clipiqa', 'musiq'] as const;
 
 /** Metrics that score one image (no --ref needed). */
-export const isNoReference = (name: string): boolean => name === 'niqe' || name === 'clipiqa';
+export const isNoReference = (name: string): boolean => name === 'niqe' || name === 'clipiqa' || name === 'musiq';
 
 /** Builds the named metrics, loading weights (an error names every missing file). */
 export function createMetrics(e: Engine, names: string[], opts: MetricOptions): Metric[] {
@@ -64,6 +66,12 @@ export function createMetrics(e: Engine, names: string[], opts: MetricOptions): 
         const model = new ClipIqa();
         model.load(e, file);
         return { name, kind: 'nr', higherIsBetter: true, weightFiles: [file], run: (en, x) => model.score(en, x.dist) };
+      }
+      case 'musiq': {
+        const file = nrWeightFile(name, opts.weightsDir);
+        const model = new Musiq();
+        model.load(e, file);
+        return { name, kind: 'nr', higherIsBetter: true, weightFiles: [file], run: (en, x) => model.score(en, toPlanar01(x.distImage), x.distImage.height, x.distImage.width) };
       }
       case 'dists': {
         const file = frWeightFile(name, opts.weightsDir);
@@ -101,6 +109,7 @@ function lpipsWeightFile(net: LpipsNet, dir: string | undefined): string {
 /** Weight files of the no-reference deep metrics: the reference implementation's state dict as safetensors, keys unchanged. */
 export const NR_WEIGHTS: Record<string, { file: string; keys: string }> = {
   clipiqa: { file: 'clipiqa_rn50.safetensors', keys: 'OpenAI CLIP RN50 state dict: visual.*, transformer.resblocks.*, token_embedding.weight, positional_embedding, ln_final.*, text_projection, logit_scale' },
+  musiq: { file: 'musiq.safetensors', keys: 'pyiqa MUSIQ state dict with a one-output head (KonIQ): conv_root.weight, gn_root.*, block1.*, embedding.*, transformer_encoder.*, head.weight/bias' },
 };
 
 function nrWeightFile(name: string, dir: string | undefined): string {
