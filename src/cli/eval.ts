@@ -6,7 +6,8 @@ import { Engine } from '../engine/engine.js';
 import { uploadImage } from '../graph/metrics/image.js';
 import type { LpipsNet } from '../graph/metrics/lpips.js';
 import type { ColorMode } from '../graph/metrics/psnr.js';
-import { createMetrics, isNoReference, metricAvailable, METRIC_NAMES, type Metric, type MetricOptions } from '../graph/metrics/registry.js';
+import { fidBetween } from '../graph/metrics/fid.js';
+import { createFidModel, createMetrics, SET_METRIC_NAMES, isNoReference, metricAvailable, METRIC_NAMES, type Metric, type MetricOptions } from '../graph/metrics/registry.js';
 import { listImages, loadRgb, type RgbImage } from '../image/load.js';
 import { resizeBicubicU8 } from '../image/resize.js';
 import { checkWritable, writeAtomic } from './atomic.js';
@@ -32,7 +33,7 @@ export function evalCommand(): Command {
     .description('score images with PSNR, SSIM, LPIPS, DISTS (full-reference) and NIQE, CLIP-IQA, MUSIQ (no-reference), pyiqa conventions')
     .option('--dist <dir>', 'images to score (degraded or restored)')
     .option('--ref <dir>', 'reference images, paired with --dist by file name without extension')
-    .option('-m, --metric <list>', `comma-separated: ${METRIC_NAMES.join(', ')} (default: every metric the inputs and weights allow)`)
+    .option('-m, --metric <list>', `comma-separated: ${METRIC_NAMES.join(', ')} (default: every metric the inputs and weights allow); or fid on its own (folder against folder)`)
     .option('--color <c>', 'psnr/ssim colour: rgb or y (defaults as pyiqa: psnr rgb, ssim y)')
     .option('--net <n>', 'lpips backbone: alex or vgg', 'alex')
     .option('--weights <dir>', 'folder with metric weights (lpips_alex.safetensors, lpips_vgg.safetensors, dists.safetensors, clipiqa_rn50.safetensors, musiq.safetensors)')
@@ -45,6 +46,7 @@ export function evalCommand(): Command {
 Examples:
   dr eval --ref ../shared/images --dist sets/noise50 --metric psnr,ssim,niqe
   dr eval --dist restored/ --metric niqe --csv
+  dr eval --ref real/ --dist generated/ --metric fid --weights ~/models/iqa
   dr eval --ref clean --dist restored --metric lpips --net vgg --weights ~/models/iqa --report report.html`)
     .action((opts: EvalOptions) => runCommand(() => evaluate(opts)));
 }
@@ -69,7 +71,8 @@ async function evaluate(opts: EvalOptions): Promise<number> {
   let names: string[];
   if (opts.metric) {
     names = opts.metric.split(',').map((s) => s.trim()).filter(Boolean);
-    for (const n of names) if (!(METRIC_NAMES as readonly string[]).includes(n)) throw new DrError(`--metric: unknown metric "${n}" (known: ${METRIC_NAMES.join(', ')})`);
+    if (names.some((n) => (SET_METRIC_NAMES as readonly string[]).includes(n))) return fid(opts, mopts, names);
+    for (const n of names) if (!(METRIC_NAMES as readonly string[]).includes(n)) throw new DrError(`--metric: unknown metric "${n}" (known: ${[...METRIC_NAMES, ...SET_METRIC_NAMES].join(', ')})`);
     if (!opts.ref && names.some((n) => !isNoReference(n))) {
       throw new DrError(`--ref: ${names.filter((n) => !isNoReference(n)).join(', ')} compare against references; give --ref DIR`);
     }
@@ -186,4 +189,26 @@ td:first-child{text-align:left}.row{display:flex;gap:1em;flex-wrap:wrap}figure{m
 ${missing.length ? `<p>Unpaired files:</p><ul>${missing.map((m) => `<li>${esc(m)}</li>`).join('')}</ul>` : ''}
 ${cards.join('\n')}</body></html>
 `;
+}
+
+/** --metric fid: every image of --ref against every image of --dist, as two sets (no pairing). */
+async function fid(opts: EvalOptions, mopts: MetricOptions, names: string[]): Promise<number> {
+  if (names.length > 1) throw new DrError(`--metric: fid compares two folders as sets; run it on its own, not with ${names.filter((n) => n !== 'fid').join(', ')}`);
+  if (!opts.ref) throw new DrError('--ref: fid compares the --dist folder against a reference folder; give --ref DIR');
+  if (opts.report) throw new DrError('--report: fid is one number for two folders; there is nothing to show side by side');
+  const refFiles = listImages([opts.ref]);
+  const distFiles = listImages([opts.dist!]);
+  for (const [dir, files] of [[opts.ref, refFiles], [opts.dist!, distFiles]] as const) {
+    if (files.length < 2) throw new DrError(`${dir}: fid needs at least 2 images per folder, found ${files.length}`);
+  }
+  const e = await Engine.create();
+  const model = createFidModel(e, mopts);
+  const bar = new Progress('inception features', refFiles.length + distFiles.length, { unit: 'images', minTotal: 2 });
+  const r = await fidBetween(e, model, refFiles, distFiles, () => bar.tick());
+  bar.stop();
+  const result = { metric: 'fid', better: 'lower', ref: opts.ref, dist: opts.dist, refImages: refFiles.length, distImages: distFiles.length, dims: 2048, fid: r.fid };
+  if (opts.json) process.stdout.write(`${JSON.stringify(result, null, 2)}\n`);
+  else if (opts.csv) process.stdout.write(`ref,dist,ref_images,dist_images,fid\n${[opts.ref, opts.dist!].map(csvCell).join(',')},${refFiles.length},${distFiles.length},${r.fid}\n`);
+  else process.stdout.write(`fid ↓ ${r.fid.toFixed(4)}  (${opts.dist}: ${distFiles.length} images against ${opts.ref}: ${refFiles.length}; pool3, 2048-d)\n`);
+  return 0;
 }

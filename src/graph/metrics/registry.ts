@@ -12,6 +12,7 @@ import { loadFromCheckpoint } from '../module.js';
 import { toPlanar01 } from './image.js';
 import { ClipIqa } from './clipiqa.js';
 import { Dists } from './dists.js';
+import { FidInception } from './inception.js';
 import { Lpips, type LpipsNet } from './lpips.js';
 import { Musiq } from './musiq.js';
 import { niqe } from './niqe.js';
@@ -123,6 +124,7 @@ function nrWeightFile(name: string, dir: string | undefined): string {
 /** Weight files of the full-reference deep metrics besides lpips: the reference package's state dict as safetensors. */
 export const FR_WEIGHTS: Record<string, { file: string; keys: string }> = {
   dists: { file: 'dists.safetensors', keys: 'DISTS state dict: stage1.0.weight ... stage5.28.bias (torchvision VGG16 features.I), alpha, beta' },
+  fid: { file: 'fid_inception.safetensors', keys: "pytorch-fid's pt_inception-2015-12-05 state dict: Conv2d_1a_3x3.conv.weight, Conv2d_1a_3x3.bn.{weight,bias,running_mean,running_var} ... Mixed_7c.*" },
 };
 
 function frWeightFile(name: string, dir: string | undefined): string {
@@ -131,4 +133,14 @@ function frWeightFile(name: string, dir: string | undefined): string {
   const full = path.join(dir, file);
   if (!fs.existsSync(full)) throw new DrError(`${full}: missing; ${name} needs it (${keys}; see README "Metric weights")`);
   return full;
+}
+
+/** Metrics of a whole folder against another (not per image): FID. */
+export const SET_METRIC_NAMES = ['fid'] as const;
+
+/** pytorch-fid's InceptionV3 from --weights DIR (BatchNorms folded). */
+export function createFidModel(e: Engine, opts: MetricOptions): FidInception {
+  const model = new FidInception();
+  loadFromCheckpoint(e, model, frWeightFile('fid', opts.weightsDir), { precision: 'f32' });
+  return model.prepare(e);
 }
