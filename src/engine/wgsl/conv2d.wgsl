@@ -2,7 +2,8 @@
 // Y[co, pix] = act(Σ_k W[co, k] · X̂[k, pix] + bias[co]) with k = (ci, kh, kw) and
 // X̂ the zero-padded input patch element, computed on the fly from X.
 // X: [B, Cin, H, W], W: [Cout, Cin, KH, KW] (PyTorch layout), Y: [B, Cout, Ho, Wo].
-// Same 64×64 tiling as matmul.wgsl. Defines: HAS_BIAS, ACT.
+// Same tiling as matmul.wgsl: 64×64 output tile, 8×8 threads computing 8×8 outputs
+// each. Defines: HAS_BIAS, ACT.
 //!include activations.wgsl
 
 struct Params {
@@ -25,58 +26,78 @@ fn load_w(co: u32, k: u32, K: u32) -> f32 {
   return 0.0;
 }
 
-fn load_x(xBase: u32, k: u32, pix: u32, K: u32) -> f32 {
-  if (k >= K || pix >= p.Ho * p.Wo) { return 0.0; }
-  let kk = p.KH * p.KW;
-  let ci = k / kk;
-  let r = k % kk;
-  let ih = i32((pix / p.Wo) * p.strideH + r / p.KW) - i32(p.padH);
-  let iw = i32((pix % p.Wo) * p.strideW + r % p.KW) - i32(p.padW);
-  if (ih < 0 || iw < 0 || ih >= i32(p.H) || iw >= i32(p.W)) { return 0.0; }
-  return f32(x[xBase + (ci * p.H + u32(ih)) * p.W + u32(iw)]);
-}
-
-@compute @workgroup_size(16, 16)
+@compute @workgroup_size(8, 8)
 fn main(@builtin(workgroup_id) wg: vec3u, @builtin(local_invocation_id) lid: vec3u,
         @builtin(local_invocation_index) li: u32) {
   let K = p.Cin * p.KH * p.KW;
   let P = p.Ho * p.Wo;
+  let kk2 = p.KH * p.KW;
   let co0 = wg.y * TILE;
   let pix0 = wg.x * TILE;
   let xBase = wg.z * p.Cin * p.H * p.W;
-  var acc: array<vec4<f32>, 4>;
+  var acc: array<vec4<f32>, 16>;
+  // Loading: thread li fills 4 k values of one group of 4 output channels and of 4 pixels.
+  let q = li % 16u;
+  let kq = (li / 16u) * 4u;
+  // The 4 pixels this thread loads: top-left input corner of each, or a sentinel when outside.
+  var ih0: vec4<i32>;
+  var iw0: vec4<i32>;
+  var inside: vec4<bool>;
+  for (var s = 0u; s < 4u; s++) {
+    let pix = pix0 + q * 4u + s;
+    inside[s] = pix < P;
+    ih0[s] = i32((pix / p.Wo) * p.strideH) - i32(p.padH);
+    iw0[s] = i32((pix % p.Wo) * p.strideW) - i32(p.padW);
+  }
+  let co = co0 + q * 4u;
 
   for (var k0 = 0u; k0 < K; k0 += TK) {
-    let k = li % TK;
-    let q = li / TK;
-    let co = co0 + q * 4u;
-    As[k * 16u + q] = vec4(load_w(co, k0 + k, K), load_w(co + 1u, k0 + k, K),
-                           load_w(co + 2u, k0 + k, K), load_w(co + 3u, k0 + k, K));
-    let pix = pix0 + q * 4u;
-    Bs[k * 16u + q] = vec4(load_x(xBase, k0 + k, pix, K), load_x(xBase, k0 + k, pix + 1u, K),
-                           load_x(xBase, k0 + k, pix + 2u, K), load_x(xBase, k0 + k, pix + 3u, K));
+    for (var t = 0u; t < 4u; t++) {
+      let k = k0 + kq + t;
+      As[(kq + t) * 16u + q] = vec4(load_w(co, k, K), load_w(co + 1u, k, K), load_w(co + 2u, k, K), load_w(co + 3u, k, K));
+      let ci = k / kk2;
+      let r = k % kk2;
+      let ih = ih0 + vec4(i32(r / p.KW));
+      let iw = iw0 + vec4(i32(r % p.KW));
+      let ok = inside & (ih >= vec4(0)) & (iw >= vec4(0)) & (ih < vec4(i32(p.H))) & (iw < vec4(i32(p.W))) & vec4(k < K);
+      let rowBase = xBase + ci * p.H * p.W;
+      var v = vec4(0.0);
+      for (var s = 0u; s < 4u; s++) {
+        if (ok[s]) { v[s] = f32(x[rowBase + u32(ih[s]) * p.W + u32(iw[s])]); }
+      }
+      Bs[(kq + t) * 16u + q] = v;
+    }
     workgroupBarrier();
     for (var kk = 0u; kk < TK; kk++) {
-      let av = As[kk * 16u + lid.y];
-      let bv = Bs[kk * 16u + lid.x];
-      acc[0] += av.x * bv;
-      acc[1] += av.y * bv;
-      acc[2] += av.z * bv;
-      acc[3] += av.w * bv;
+      let a0 = As[kk * 16u + lid.y];
+      let a1 = As[kk * 16u + lid.y + 8u];
+      let b0 = Bs[kk * 16u + lid.x];
+      let b1 = Bs[kk * 16u + lid.x + 8u];
+      acc[0] += a0.x * b0; acc[1] += a0.x * b1;
+      acc[2] += a0.y * b0; acc[3] += a0.y * b1;
+      acc[4] += a0.z * b0; acc[5] += a0.z * b1;
+      acc[6] += a0.w * b0; acc[7] += a0.w * b1;
+      acc[8] += a1.x * b0; acc[9] += a1.x * b1;
+      acc[10] += a1.y * b0; acc[11] += a1.y * b1;
+      acc[12] += a1.z * b0; acc[13] += a1.z * b1;
+      acc[14] += a1.w * b0; acc[15] += a1.w * b1;
     }
     workgroupBarrier();
   }
 
   let yBase = wg.z * p.Cout * P;
-  for (var i = 0u; i < 4u; i++) {
-    let co = co0 + lid.y * 4u + i;
-    if (co >= p.Cout) { break; }
-    for (var j = 0u; j < 4u; j++) {
-      let pix = pix0 + lid.x * 4u + j;
-      if (pix >= P) { break; }
-      var v = acc[i][j];
-      if (HAS_BIAS) { v += f32(bias[co]); }
-      y[yBase + co * P + pix] = TY(activate(v, ACT, p.alpha));
+  for (var i = 0u; i < 8u; i++) {
+    let c = co0 + (lid.y + 8u * (i / 4u)) * 4u + i % 4u;
+    if (c >= p.Cout) { continue; }
+    var bv = 0.0;
+    if (HAS_BIAS) { bv = f32(bias[c]); }
+    for (var j = 0u; j < 2u; j++) {
+      let v4 = acc[(i / 4u) * 8u + (i % 4u) * 2u + j];
+      for (var s = 0u; s < 4u; s++) {
+        let pix = pix0 + (lid.x + 8u * j) * 4u + s;
+        if (pix >= P) { break; }
+        y[yBase + c * P + pix] = TY(activate(v4[s] + bv, ACT, p.alpha));
+      }
     }
   }
 }

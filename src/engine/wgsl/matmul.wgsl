@@ -1,8 +1,9 @@
 // C[b] = act(A[b] · op(B[b]) + bias), f32 accumulation.
 // A: [batch, M, K] row-major. B: [N, K] when TRANS_B (a PyTorch Linear weight), else
 // [K, N]. A batch stride of 0 broadcasts an operand (one weight for all items).
-// 64×64 output tile per workgroup, 16×16 threads computing 4×4 outputs each from
-// vec4 rows of the shared tiles. Defines: TRANS_B, HAS_BIAS, ACT (activations.wgsl).
+// 64×64 output tile per workgroup, 8×8 threads computing 8×8 outputs each (rows
+// lid.y·4 + 32i, columns lid.x·4 + 32j, i, j ∈ {0, 1}) from vec4 rows of the shared
+// tiles. Defines: TRANS_B, HAS_BIAS, ACT (activations.wgsl).
 //!include activations.wgsl
 
 struct Params { M: u32, N: u32, K: u32, strideA: u32, strideB: u32, strideC: u32, alpha: f32 }
@@ -28,47 +29,58 @@ fn load_b(base: u32, k: u32, n: u32) -> f32 {
   return f32(b[base + k * p.N + n]);
 }
 
-@compute @workgroup_size(16, 16)
+@compute @workgroup_size(8, 8)
 fn main(@builtin(workgroup_id) wg: vec3u, @builtin(local_invocation_id) lid: vec3u,
         @builtin(local_invocation_index) li: u32) {
   let row0 = wg.y * TILE;
   let col0 = wg.x * TILE;
   let aBase = wg.z * p.strideA;
   let bBase = wg.z * p.strideB;
-  var acc: array<vec4<f32>, 4>;
+  // acc[2i + j]: rows (lid.y + 8i)·4 + 0..3 (the vector's x..w is the row), columns (lid.x + 8j)·4 + 0..3.
+  var acc: array<vec4<f32>, 16>;
+  // Loading: thread li fills 4 k values of one group of 4 rows (and of 4 columns).
+  let q = li % 16u;
+  let kq = (li / 16u) * 4u;
 
   for (var k0 = 0u; k0 < p.K; k0 += TK) {
-    // Each thread loads 4 consecutive rows (or columns) of one k, as one vec4.
-    let k = li % TK;
-    let q = li / TK; // 0..15: which group of 4 rows/cols
     let m = row0 + q * 4u;
-    As[k * 16u + q] = vec4(load_a(aBase, m, k0 + k), load_a(aBase, m + 1u, k0 + k),
-                           load_a(aBase, m + 2u, k0 + k), load_a(aBase, m + 3u, k0 + k));
     let n = col0 + q * 4u;
-    Bs[k * 16u + q] = vec4(load_b(bBase, k0 + k, n), load_b(bBase, k0 + k, n + 1u),
-                           load_b(bBase, k0 + k, n + 2u), load_b(bBase, k0 + k, n + 3u));
+    for (var t = 0u; t < 4u; t++) {
+      let k = k0 + kq + t;
+      As[(kq + t) * 16u + q] = vec4(load_a(aBase, m, k), load_a(aBase, m + 1u, k), load_a(aBase, m + 2u, k), load_a(aBase, m + 3u, k));
+      Bs[(kq + t) * 16u + q] = vec4(load_b(bBase, k, n), load_b(bBase, k, n + 1u), load_b(bBase, k, n + 2u), load_b(bBase, k, n + 3u));
+    }
     workgroupBarrier();
     for (var kk = 0u; kk < TK; kk++) {
-      let av = As[kk * 16u + lid.y];
-      let bv = Bs[kk * 16u + lid.x];
-      acc[0] += av.x * bv;
-      acc[1] += av.y * bv;
-      acc[2] += av.z * bv;
-      acc[3] += av.w * bv;
+      let a0 = As[kk * 16u + lid.y];
+      let a1 = As[kk * 16u + lid.y + 8u];
+      let b0 = Bs[kk * 16u + lid.x];
+      let b1 = Bs[kk * 16u + lid.x + 8u];
+      acc[0] += a0.x * b0; acc[1] += a0.x * b1;
+      acc[2] += a0.y * b0; acc[3] += a0.y * b1;
+      acc[4] += a0.z * b0; acc[5] += a0.z * b1;
+      acc[6] += a0.w * b0; acc[7] += a0.w * b1;
+      acc[8] += a1.x * b0; acc[9] += a1.x * b1;
+      acc[10] += a1.y * b0; acc[11] += a1.y * b1;
+      acc[12] += a1.z * b0; acc[13] += a1.z * b1;
+      acc[14] += a1.w * b0; acc[15] += a1.w * b1;
     }
     workgroupBarrier();
   }
 
   let cBase = wg.z * p.strideC;
-  for (var i = 0u; i < 4u; i++) {
-    let m = row0 + lid.y * 4u + i;
-    if (m >= p.M) { break; }
-    for (var j = 0u; j < 4u; j++) {
-      let n = col0 + lid.x * 4u + j;
-      if (n >= p.N) { break; }
-      var v = acc[i][j];
-      if (HAS_BIAS) { v += f32(bias[n]); }
-      c[cBase + m * p.N + n] = TC(activate(v, ACT, p.alpha));
+  for (var i = 0u; i < 8u; i++) {
+    let m = row0 + (lid.y + 8u * (i / 4u)) * 4u + i % 4u;
+    if (m >= p.M) { continue; }
+    for (var j = 0u; j < 2u; j++) {
+      let v4 = acc[(i / 4u) * 8u + (i % 4u) * 2u + j];
+      for (var s = 0u; s < 4u; s++) {
+        let n = col0 + (lid.x + 8u * j) * 4u + s;
+        if (n >= p.N) { break; }
+        var v = v4[s];
+        if (HAS_BIAS) { v += f32(bias[n]); }
+        c[cBase + m * p.N + n] = TC(activate(v, ACT, p.alpha));
+      }
     }
   }
 }
