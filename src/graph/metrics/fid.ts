@@ -1,10 +1,10 @@
 /**
- * FID between two folders (pytorch-fid conventions): the pool3 feature of every image (any
- * size: each is resized to 299×299 on its own), then the Fréchet distance of the two sets in f64.
+ * FID features (pytorch-fid conventions): the pool3 feature of every image of a folder (any
+ * size: each is resized to 299×299 on its own); frechet.ts compares two such sets in f64.
  */
 import type { Engine } from '../../engine/engine.js';
 import { loadRgb } from '../../image/load.js';
-import { frechetDistance, type FeatureSet, type FrechetResult } from './frechet.js';
+import type { FeatureSet } from './frechet.js';
 import { uploadImage } from './image.js';
 import type { FidInception } from './inception.js';
 
@@ -20,8 +20,3 @@ export async function featureSet(e: Engine, model: FidInception, files: string[]
   return { data, n: files.length, d };
 }
 
-export async function fidBetween(e: Engine, model: FidInception, refFiles: string[], distFiles: string[], onImage?: () => void): Promise<FrechetResult> {
-  const a = await featureSet(e, model, refFiles, onImage);
-  const b = await featureSet(e, model, distFiles, onImage);
-  return frechetDistance(a, b);
-}
