@@ -1,8 +1,9 @@
 // A/B timing of kernel variants (for tuning): the same dispatch as the op, with the
 // WGSL file swapped, alternating variants in one process so that other load on the
 // machine hits both alike; each variant's output is checked against the first's.
-//   node dist/bench/ab.js matmul matmul matmul_v2 [--dtype f16] [--reps 3]
-//   node dist/bench/ab.js conv conv2d conv2d_v2
+//   node dist/bench/ab.js matmul matmul_v1 matmul [f16] [--reps 3]
+//   node dist/bench/ab.js conv conv2d_v1 conv2d
+// Variants are WGSL files in dist/src/engine/wgsl (e.g. an old version from git show).
 import { Engine, f32 } from '../src/engine/engine.js';
 import type { DType, Tensor } from '../src/engine/tensor.js';
 import { fmt, measure, rand } from './timing.js';
