@@ -96,6 +96,7 @@ describe('attention', () => {
     [3, 17, 17, 2, 40, false],
     [1, 130, 77, 8, 64, false],
     [2, 65, 65, 1, 64, true],
+    [1, 70, 70, 1, 512, false], // the SD VAE mid-block: one head of 512 channels
   ])('B %i, Lq %i, Lk %i, heads %i, d %i, causal %s', async (B, Lq, Lk, H, d, causal) => {
     const q = rand(B * Lq * H * d, 13);
     const k = rand(B * Lk * H * d, 14);

@@ -39,7 +39,8 @@ export function attention(
   assertShape('attention', Number.isInteger(headDim), `${Q.t.shape[2]} channels do not split into ${heads} heads`);
   const width = heads * headDim;
   assertShape('attention', Kt.t.shape[0] === B && V.t.shape[0] === B && V.t.shape[1] === Lk, `q ${Q.t}, k ${Kt.t}, v ${V.t}`);
-  assertShape('attention', headDim <= 256, `head size ${headDim} > 256 is not supported`);
+  // Per-thread q and accumulator rows live in registers (spilling beyond); 512 is the SD VAE's one-head mid-block.
+  assertShape('attention', headDim <= 512, `head size ${headDim} > 512 is not supported`);
   const out = e.empty([B, Lq, width], Q.t.dtype);
   e.run({
     kernel: 'attention',
