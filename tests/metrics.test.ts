@@ -27,6 +27,7 @@ import { loadFromCheckpoint } from '../src/graph/module.js';
 import { loadRgb, type RgbImage } from '../src/image/load.js';
 import { SafetensorsFile, writeSafetensors } from '../src/weights/safetensors.js';
 import { expectClose, FIXTURES, rand, SHARED } from './helpers.js';
+import { recipe } from './recipe.js';
 
 const M = path.join(FIXTURES, 'metrics');
 const VALUES = JSON.parse(fs.readFileSync(path.join(M, 'values.json'), 'utf8'));
@@ -233,23 +234,6 @@ describe('NIQE against pyiqa', () => {
   });
 });
 
-// hash32 recipe of the fixture README (backbone weights that are not shipped).
-const hash32 = (x: number): number => {
-  x >>>= 0;
-  x ^= x >>> 16;
-  x = Math.imul(x, 0x7feb352d) >>> 0;
-  x ^= x >>> 15;
-  x = Math.imul(x, 0x846ca68b) >>> 0;
-  x ^= x >>> 16;
-  return x >>> 0;
-};
-function recipe(name: string, n: number, scale: number): Float32Array {
-  let h = 0x811c9dc5;
-  for (const b of new TextEncoder().encode(name)) h = Math.imul(h ^ b, 0x01000193) >>> 0;
-  const key = hash32(h);
-  const s = Math.fround(scale);
-  return Float32Array.from({ length: n }, (_, i) => Math.fround(Math.fround(2 * ((hash32((hash32(i) ^ key) >>> 0) >>> 8) / 16777216) - 1) * s));
-}
 
 describe('LPIPS v0.1 against the lpips package', () => {
   const deep = SafetensorsFile.open(path.join(M, 'deep_layers_astronaut_noise50.safetensors'));

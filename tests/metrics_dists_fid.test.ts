@@ -21,6 +21,7 @@ import { loadFromCheckpoint } from '../src/graph/module.js';
 import { loadRgb } from '../src/image/load.js';
 import { SafetensorsFile, writeSafetensors } from '../src/weights/safetensors.js';
 import { absMax, expectClose, FIXTURES, rand, SHARED } from './helpers.js';
+import { recipe } from './recipe.js';
 
 const M = path.join(FIXTURES, 'metrics');
 const DEEP = JSON.parse(fs.readFileSync(path.join(M, 'deep.json'), 'utf8')).pairs as { ref: string; dist: string; dists: number }[];
@@ -32,23 +33,6 @@ beforeAll(async () => {
 });
 afterAll(() => fs.rmSync(TMP, { recursive: true, force: true }));
 
-// hash32 recipe of the fixture README (backbone weights that are not shipped).
-const hash32 = (x: number): number => {
-  x >>>= 0;
-  x ^= x >>> 16;
-  x = Math.imul(x, 0x7feb352d) >>> 0;
-  x ^= x >>> 15;
-  x = Math.imul(x, 0x846ca68b) >>> 0;
-  x ^= x >>> 16;
-  return x >>> 0;
-};
-function recipe(name: string, n: number, scale: number, offset = 0): Float32Array {
-  let h = 0x811c9dc5;
-  for (const b of new TextEncoder().encode(name)) h = Math.imul(h ^ b, 0x01000193) >>> 0;
-  const key = hash32(h);
-  const [s, o] = [Math.fround(scale), Math.fround(offset)];
-  return Float32Array.from({ length: n }, (_, i) => Math.fround(Math.fround(Math.fround(2 * ((hash32((hash32(i) ^ key) >>> 0) >>> 8) / 16777216) - 1) * s) + o));
-}
 
 describe('DISTS kernels against plain TypeScript', () => {
   it('l2_pool: 3×3 Hann, stride 2, pad 1 on 2×3×7×5, 1×2×8×6 and 1×1×1×1', async () => {

@@ -17,6 +17,7 @@ import { createMetrics, isNoReference } from '../src/graph/metrics/registry.js';
 import { loadRgb } from '../src/image/load.js';
 import { SafetensorsFile, writeSafetensorsLazy } from '../src/weights/safetensors.js';
 import { expectClose, FIXTURES, rand, SHARED } from './helpers.js';
+import { recipe } from './recipe.js';
 
 const M = path.join(FIXTURES, 'metrics');
 const imagePath = (f: string): string => (f.includes('__') ? path.join(M, 'degraded', f) : path.join(SHARED, 'images', f));
@@ -28,28 +29,6 @@ beforeAll(async () => {
 });
 afterAll(() => fs.rmSync(TMP, { recursive: true, force: true }));
 
-// ---- the fixture README's hash32 recipe ----------------------------------------------------
-const hash32 = (x: number): number => {
-  x >>>= 0;
-  x ^= x >>> 16;
-  x = Math.imul(x, 0x7feb352d) >>> 0;
-  x ^= x >>> 15;
-  x = Math.imul(x, 0x846ca68b) >>> 0;
-  x ^= x >>> 16;
-  return x >>> 0;
-};
-function recipe(name: string, n: number, scale: number, offset: number): Float32Array {
-  let h = 0x811c9dc5;
-  for (const b of new TextEncoder().encode(name)) h = Math.imul(h ^ b, 0x01000193) >>> 0;
-  const key = hash32(h);
-  const [s, o] = [Math.fround(scale), Math.fround(offset)];
-  const out = new Float32Array(n);
-  for (let i = 0; i < n; i++) {
-    const w = Math.fround(Math.fround(2 * ((hash32((hash32(i) ^ key) >>> 0) >>> 8) / 16777216) - 1) * s);
-    out[i] = offset === 0 ? w : Math.fround(o + w);
-  }
-  return out;
-}
 
 interface Checksum { shape: number[]; sum: number; first8: number[]; scale?: number; offset?: number; value?: number }
 
