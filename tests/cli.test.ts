@@ -1,43 +1,18 @@
 // The dr command line as users meet it: real runs on the tiny CLIP fixture, and
 // every kind of bad input ending in one clear line, a non-zero exit, no stack.
 // Runs the compiled CLI (npm test builds it first).
-import { execFile } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { SafetensorsFile, writeSafetensors } from '../src/weights/safetensors.js';
-import { expectClose, absMax, FIXTURES, REPO, SHARED } from './helpers.js';
+import { expectClose, absMax, FIXTURES, SHARED } from './helpers.js';
+import { dr, expectUserError, ourLines } from './cli_runner.js';
 
-const CLI = path.join(REPO, 'dist/src/cli/main.js');
 const CLIP = path.join(FIXTURES, 'clip-tiny');
 const PHOTO = path.join(SHARED, 'images/chelsea.png');
 let tmp: string;
 
-interface Result { code: number; stdout: string; stderr: string }
-
-async function dr(...args: string[]): Promise<Result> {
-  try {
-    const { stdout, stderr } = await promisify(execFile)('node', [CLI, ...args], { maxBuffer: 64 << 20 });
-    return { code: 0, stdout, stderr };
-  } catch (err) {
-    const e = err as { code: number; stdout: string; stderr: string };
-    return { code: e.code, stdout: e.stdout, stderr: e.stderr };
-  }
-}
-
-/** Dawn's own notices on lavapipe start with "Warning:"; everything else is ours. */
-const ourLines = (stderr: string): string[] => stderr.split('\n').filter((l) => l && !l.startsWith('Warning:'));
-
-async function expectUserError(result: Result, ...fragments: string[]): Promise<void> {
-  expect(result.code).toBe(1);
-  const lines = ourLines(result.stderr);
-  expect(lines).toHaveLength(1);
-  expect(lines[0]).toMatch(/^dr: /);
-  for (const f of fragments) expect(lines[0]).toContain(f);
-  expect(result.stderr).not.toMatch(/\n\s+at /); // no stack trace
-}
 
 /** A copy of clip-tiny whose files a test may break. */
 function clipCopy(name: string): string {

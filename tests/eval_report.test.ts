@@ -2,34 +2,17 @@
 // a column group per folder, JSON/CSV of the same shape, the HTML report with every folder's
 // image beside the reference, and files missing from a folder reported, never silently dropped.
 // Small crops of ../shared/images, psnr/ssim only; runs the compiled CLI (npm test builds it).
-import { execFile } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { promisify } from 'node:util';
 import sharp from 'sharp';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { REPO, SHARED } from './helpers.js';
+import { dr, ourLines } from './cli_runner.js';
+import { SHARED } from './helpers.js';
 
-const CLI = path.join(REPO, 'dist/src/cli/main.js');
 const IMAGES = ['chelsea', 'coffee', 'rocket'];
 let tmp: string;
 const dir = (name: string): string => path.join(tmp, name);
-
-interface Result { code: number; stdout: string; stderr: string }
-
-async function dr(...args: string[]): Promise<Result> {
-  try {
-    const { stdout, stderr } = await promisify(execFile)('node', [CLI, ...args], { maxBuffer: 64 << 20 });
-    return { code: 0, stdout, stderr };
-  } catch (err) {
-    const e = err as { code: number; stdout: string; stderr: string };
-    return { code: e.code, stdout: e.stdout, stderr: e.stderr };
-  }
-}
-
-/** Dawn's own notices on lavapipe start with "Warning:"; everything else is ours. */
-const ourLines = (stderr: string): string[] => stderr.split('\n').filter((l) => l && !l.startsWith('Warning:'));
 
 /** ref: 48×40 crops; deg: JPEG q10 of them; a, b: two "restorers" (blurs of different strength); dup/a: same folder name as a. */
 beforeAll(async () => {

@@ -1,18 +1,16 @@
 // Hugging Face repo ids: `dr fetch` against a local stand-in for the Hub (127.0.0.1 only,
 // offline), the cache layout it writes (exactly huggingface_hub's), resolveModel reading it
 // back, and every fault ending in one clear line. The CLI runs need `npm run build`.
-import { execFile } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { promisify } from 'node:util';
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { DrError } from '../src/errors.js';
 import { fetchModel, hubCacheDir, resolveModel } from '../src/weights/hub.js';
-import { FIXTURES, REPO, SHARED } from './helpers.js';
+import { runDr, expectUserError, type CliResult } from './cli_runner.js';
+import { FIXTURES, SHARED } from './helpers.js';
 import { etagOf, sha256, startHub, type HubFile, type HubServer } from './hub_server.js';
 
-const CLI = path.join(REPO, 'dist/src/cli/main.js');
 const CLIP = path.join(FIXTURES, 'clip-tiny');
 const COMMIT = 'a3b1c0ffee0123456789abcdef0123456789abcd';
 const clipFile = (name: string, lfs = false): HubFile => ({ path: name, data: fs.readFileSync(path.join(CLIP, name)), lfs });
@@ -191,27 +189,11 @@ describe('resolveModel', () => {
   });
 });
 
-interface Result { code: number; stdout: string; stderr: string }
 
-async function dr(env: Record<string, string>, ...args: string[]): Promise<Result> {
+/** dr with a clean Hugging Face environment: this test's HF_HOME plus `env`. */
+function dr(env: Record<string, string>, ...args: string[]): Promise<CliResult> {
   const clean = Object.fromEntries(Object.entries(process.env).filter(([k]) => !k.startsWith('HF_')));
-  try {
-    const { stdout, stderr } = await promisify(execFile)('node', [CLI, ...args], { env: { ...clean, HF_HOME: home, ...env } });
-    return { code: 0, stdout, stderr };
-  } catch (err) {
-    const e = err as Result;
-    return { code: e.code, stdout: e.stdout, stderr: e.stderr };
-  }
-}
-
-/** One `dr: ` line (Dawn's own "Warning:" notices aside), exit 1, no stack trace. */
-function expectUserError(r: Result, ...fragments: string[]): void {
-  expect(r.code, r.stderr).toBe(1);
-  const lines = r.stderr.split('\n').filter((l) => l && !l.startsWith('Warning:'));
-  expect(lines).toHaveLength(1);
-  expect(lines[0]).toMatch(/^dr: /);
-  for (const f of fragments) expect(lines[0]).toContain(f);
-  expect(r.stderr).not.toMatch(/\n\s+at /);
+  return runDr(args, { env: { ...clean, HF_HOME: home, ...env } });
 }
 
 describe('dr fetch (CLI)', () => {

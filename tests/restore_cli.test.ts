@@ -1,43 +1,18 @@
 // `dr init` and `dr restore` end to end on the tiny fixtures (built CLI; `npm run build`
 // first): both modes, odd sizes padded and cropped back, alpha kept, determinism for a
 // seed, never overwriting, resuming, latent tiling, and bad input ending in one line.
-import { execFile } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { promisify } from 'node:util';
 import sharp from 'sharp';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { FIXTURES, REPO, SHARED } from './helpers.js';
+import { dr, expectUserError } from './cli_runner.js';
+import { FIXTURES, SHARED } from './helpers.js';
 
-const CLI = path.join(REPO, 'dist/src/cli/main.js');
 const SD = path.join(FIXTURES, 'sd-tiny');
 const CLIP = path.join(FIXTURES, 'clip-tiny');
 const TRAINING_FREE = ['--sd', SD, '--clip', CLIP, '--controlnet', path.join(SD, 'controlnet')];
 
-interface Result {
-  code: number;
-  stdout: string;
-  stderr: string;
-}
-
-async function dr(...args: string[]): Promise<Result> {
-  try {
-    const { stdout, stderr } = await promisify(execFile)('node', [CLI, ...args], { maxBuffer: 64 << 20 });
-    return { code: 0, stdout, stderr };
-  } catch (err) {
-    const e = err as { code: number; stdout: string; stderr: string };
-    return { code: e.code, stdout: e.stdout, stderr: e.stderr };
-  }
-}
-
-/** Exit 1 with exactly one line of ours (Dawn's "Warning:" lines aside) containing every fragment. */
-function expectUserError(r: Result, ...fragments: string[]): void {
-  const lines = r.stderr.split('\n').filter((l) => l && !l.startsWith('Warning:'));
-  expect(r.code, r.stderr).toBe(1);
-  expect(lines).toHaveLength(1);
-  for (const f of fragments) expect(lines[0]).toContain(f);
-}
 
 let tmp: string;
 let model: string;
