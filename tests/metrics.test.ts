@@ -15,7 +15,7 @@ import { beforeAll, describe, expect, it } from 'vitest';
 import { Engine } from '../src/engine/engine.js';
 import { rgbToY, roundScaled } from '../src/engine/ops/luma.js';
 import { lpipsDistance } from '../src/engine/ops/lpips_distance.js';
-import { maxPool2d } from '../src/engine/ops/max_pool2d.js';
+import { maxPool2d } from '../src/engine/ops/pool2d.js';
 import { sumSquaredDiff } from '../src/engine/ops/sq_diff.js';
 import { ssimMap } from '../src/engine/ops/ssim_map.js';
 import { uploadImage } from '../src/graph/metrics/image.js';

@@ -11,7 +11,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { Engine } from '../src/engine/engine.js';
 import { distsStats } from '../src/engine/ops/dists_stats.js';
 import { l2Pool } from '../src/engine/ops/l2_pool.js';
-import { pool2dPad } from '../src/engine/ops/pool2d_pad.js';
+import { pool2d } from '../src/engine/ops/pool2d.js';
 import { resizeBilinear } from '../src/engine/ops/resize_bilinear.js';
 import { Dists, DISTS_CHANNELS, hannFilter3 } from '../src/graph/metrics/dists.js';
 import { frechetDistance, symmetricEigenvalues, type FeatureSet } from '../src/graph/metrics/frechet.js';
@@ -300,12 +300,12 @@ describe('FID kernels against plain TypeScript', () => {
     }
   });
 
-  it('pool2d_pad: 3×3 stride 1 pad 1 avg (padding excluded) and max on 2×3×5×7; 3×3 stride 2 pad 1 on 1×2×6×1', async () => {
+  it('pool2d: 3×3 stride 1 pad 1 avg (padding excluded) and max on 2×3×5×7; 3×3 stride 2 pad 1 on 1×2×6×1', async () => {
     for (const [N, C, H, W, K, S, P] of [[2, 3, 5, 7, 3, 1, 1], [1, 2, 6, 1, 3, 2, 1]]) {
       const x = rand(N * C * H * W, 51);
       const [Ho, Wo] = [Math.floor((H + 2 * P - K) / S) + 1, Math.floor((W + 2 * P - K) / S) + 1];
       for (const mode of ['avg', 'max'] as const) {
-        const t = pool2dPad(e, e.upload(x, [N, C, H, W]), mode, K, S, P);
+        const t = pool2d(e, e.upload(x, [N, C, H, W]), mode, K, S, P);
         expect(t.shape).toEqual([N, C, Ho, Wo]);
         const want: number[] = [];
         for (let p = 0; p < N * C; p++) {

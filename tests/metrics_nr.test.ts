@@ -9,7 +9,7 @@ import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { Engine } from '../src/engine/engine.js';
 import type { Tensor } from '../src/engine/tensor.js';
-import { avgPool2d } from '../src/engine/ops/avg_pool2d.js';
+import { avgPool2d } from '../src/engine/ops/pool2d.js';
 import { CLIPIQA_TOKENS, ClipIqa } from '../src/graph/metrics/clipiqa.js';
 import { toPlanar01, uploadImage } from '../src/graph/metrics/image.js';
 import { Musiq, musiqPatches } from '../src/graph/metrics/musiq.js';

@@ -14,7 +14,7 @@ import { DrError } from '../../errors.js';
 import type { Engine } from '../../engine/engine.js';
 import type { Tensor } from '../../engine/tensor.js';
 import { attention } from '../../engine/ops/attention.js';
-import { avgPool2d } from '../../engine/ops/avg_pool2d.js';
+import { avgPool2d } from '../../engine/ops/pool2d.js';
 import { conv2d } from '../../engine/ops/conv2d.js';
 import { concat, permute, slice } from '../../engine/ops/copy.js';
 import { add, div, leakyRelu, mean, sub } from '../../engine/ops/elementwise.js';

@@ -13,8 +13,7 @@ import type { Tensor } from '../../engine/tensor.js';
 import { conv2d } from '../../engine/ops/conv2d.js';
 import { concat } from '../../engine/ops/copy.js';
 import { mean, scale } from '../../engine/ops/elementwise.js';
-import { maxPool2d } from '../../engine/ops/max_pool2d.js';
-import { pool2dPad } from '../../engine/ops/pool2d_pad.js';
+import { maxPool2d, pool2d } from '../../engine/ops/pool2d.js';
 import { resizeBilinear } from '../../engine/ops/resize_bilinear.js';
 import { Module, type Param } from '../module.js';
 
@@ -107,7 +106,7 @@ class InceptionA extends Block {
       c.b1.forward(e, x),
       c.b5b.forward(e, c.b5a.forward(e, x)),
       c.d3.forward(e, c.d2.forward(e, c.d1.forward(e, x))),
-      c.pool.forward(e, pool2dPad(e, x, 'avg', 3, 1, 1)),
+      c.pool.forward(e, pool2d(e, x, 'avg', 3, 1, 1)),
     ], 1);
   }
 }
@@ -157,7 +156,7 @@ class InceptionC extends Block {
   }
   forward(e: Engine, x: Tensor): Tensor {
     const chain = (cs: BasicConv2d[]): Tensor => cs.reduce((h, c) => c.forward(e, h), x);
-    return concat(e, [this.b1.forward(e, x), chain(this.b7), chain(this.d7), this.pool.forward(e, pool2dPad(e, x, 'avg', 3, 1, 1))], 1);
+    return concat(e, [this.b1.forward(e, x), chain(this.b7), chain(this.d7), this.pool.forward(e, pool2d(e, x, 'avg', 3, 1, 1))], 1);
   }
 }
 
@@ -206,7 +205,7 @@ class InceptionE extends Block {
       c.b1.forward(e, x),
       c.b3a.forward(e, b3), c.b3b.forward(e, b3),
       c.d3a.forward(e, d), c.d3b.forward(e, d),
-      c.pool.forward(e, pool2dPad(e, x, this.poolMode, 3, 1, 1)),
+      c.pool.forward(e, pool2d(e, x, this.poolMode, 3, 1, 1)),
     ], 1);
   }
 }

@@ -23,7 +23,7 @@ import { concat, permute, slice } from '../../engine/ops/copy.js';
 import { add, leakyRelu } from '../../engine/ops/elementwise.js';
 import { gather } from '../../engine/ops/gather.js';
 import { groupNorm } from '../../engine/ops/norms.js';
-import { maxPool2d } from '../../engine/ops/max_pool2d.js';
+import { maxPool2d } from '../../engine/ops/pool2d.js';
 import { Module, loadFromCheckpoint, type Param } from '../module.js';
 import { LayerNorm, Linear } from '../nn.js';
 
