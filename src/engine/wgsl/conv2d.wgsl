@@ -5,6 +5,7 @@
 // Same tiling as matmul.wgsl: 64×64 output tile, 8×8 threads computing 8×8 outputs
 // each. Defines: HAS_BIAS, ACT.
 //!include activations.wgsl
+//!include tile_product.wgsl
 
 struct Params {
   Cin: u32, H: u32, W: u32, Cout: u32, Ho: u32, Wo: u32,
@@ -16,11 +17,6 @@ struct Params {
 @group(0) @binding(3) var<storage, read> bias: array<TBias>;
 @group(0) @binding(4) var<storage, read_write> y: array<TY>;
 
-const TILE = 64u;
-const TK = 16u;
-var<workgroup> As: array<vec4<f32>, 256>; // weights [k][co/4]
-var<workgroup> Bs: array<vec4<f32>, 256>; // patches [k][pix/4]
-
 fn load_w(co: u32, k: u32, K: u32) -> f32 {
   if (co < p.Cout && k < K) { return f32(w[co * K + k]); }
   return 0.0;
@@ -29,6 +25,7 @@ fn load_w(co: u32, k: u32, K: u32) -> f32 {
 @compute @workgroup_size(8, 8)
 fn main(@builtin(workgroup_id) wg: vec3u, @builtin(local_invocation_id) lid: vec3u,
         @builtin(local_invocation_index) li: u32) {
+  // As holds weights [k][co/4], Bs input patches [k][pix/4] (tile_product.wgsl).
   let K = p.Cin * p.KH * p.KW;
   let P = p.Ho * p.Wo;
   let kk2 = p.KH * p.KW;
@@ -68,20 +65,7 @@ fn main(@builtin(workgroup_id) wg: vec3u, @builtin(local_invocation_id) lid: vec
       Bs[(kq + t) * 16u + q] = v;
     }
     workgroupBarrier();
-    for (var kk = 0u; kk < TK; kk++) {
-      let a0 = As[kk * 16u + lid.y];
-      let a1 = As[kk * 16u + lid.y + 8u];
-      let b0 = Bs[kk * 16u + lid.x];
-      let b1 = Bs[kk * 16u + lid.x + 8u];
-      acc[0] += a0.x * b0; acc[1] += a0.x * b1;
-      acc[2] += a0.y * b0; acc[3] += a0.y * b1;
-      acc[4] += a0.z * b0; acc[5] += a0.z * b1;
-      acc[6] += a0.w * b0; acc[7] += a0.w * b1;
-      acc[8] += a1.x * b0; acc[9] += a1.x * b1;
-      acc[10] += a1.y * b0; acc[11] += a1.y * b1;
-      acc[12] += a1.z * b0; acc[13] += a1.z * b1;
-      acc[14] += a1.w * b0; acc[15] += a1.w * b1;
-    }
+    accumulate_tiles(&acc, lid.y, lid.x);
     workgroupBarrier();
   }
 

@@ -5,6 +5,7 @@
 // lid.y·4 + 32i, columns lid.x·4 + 32j, i, j ∈ {0, 1}) from vec4 rows of the shared
 // tiles. Defines: TRANS_B, HAS_BIAS, ACT (activations.wgsl).
 //!include activations.wgsl
+//!include tile_product.wgsl
 
 struct Params { M: u32, N: u32, K: u32, strideA: u32, strideB: u32, strideC: u32, alpha: f32 }
 @group(0) @binding(0) var<uniform> p: Params;
@@ -12,11 +13,6 @@ struct Params { M: u32, N: u32, K: u32, strideA: u32, strideB: u32, strideC: u32
 @group(0) @binding(2) var<storage, read> b: array<TB>;
 @group(0) @binding(3) var<storage, read> bias: array<TBias>;
 @group(0) @binding(4) var<storage, read_write> c: array<TC>;
-
-const TILE = 64u;
-const TK = 16u;
-var<workgroup> As: array<vec4<f32>, 256>; // [k][m/4]
-var<workgroup> Bs: array<vec4<f32>, 256>; // [k][n/4]
 
 fn load_a(base: u32, m: u32, k: u32) -> f32 {
   if (m < p.M && k < p.K) { return f32(a[base + m * p.K + k]); }
@@ -51,20 +47,7 @@ fn main(@builtin(workgroup_id) wg: vec3u, @builtin(local_invocation_id) lid: vec
       Bs[(kq + t) * 16u + q] = vec4(load_b(bBase, k, n), load_b(bBase, k, n + 1u), load_b(bBase, k, n + 2u), load_b(bBase, k, n + 3u));
     }
     workgroupBarrier();
-    for (var kk = 0u; kk < TK; kk++) {
-      let a0 = As[kk * 16u + lid.y];
-      let a1 = As[kk * 16u + lid.y + 8u];
-      let b0 = Bs[kk * 16u + lid.x];
-      let b1 = Bs[kk * 16u + lid.x + 8u];
-      acc[0] += a0.x * b0; acc[1] += a0.x * b1;
-      acc[2] += a0.y * b0; acc[3] += a0.y * b1;
-      acc[4] += a0.z * b0; acc[5] += a0.z * b1;
-      acc[6] += a0.w * b0; acc[7] += a0.w * b1;
-      acc[8] += a1.x * b0; acc[9] += a1.x * b1;
-      acc[10] += a1.y * b0; acc[11] += a1.y * b1;
-      acc[12] += a1.z * b0; acc[13] += a1.z * b1;
-      acc[14] += a1.w * b0; acc[15] += a1.w * b1;
-    }
+    accumulate_tiles(&acc, lid.y, lid.x);
     workgroupBarrier();
   }
 
