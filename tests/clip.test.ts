@@ -5,7 +5,7 @@ import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { Engine } from '../src/engine/engine.js';
 import type { Tensor } from '../src/engine/tensor.js';
-import { ClipModel } from '../src/graph/clip/model.js';
+import { ClipModel, ClipVisionModelWithProjection } from '../src/graph/clip/model.js';
 import { SafetensorsFile } from '../src/weights/safetensors.js';
 import { absMax, expectClose, FIXTURES } from './helpers.js';
 
@@ -41,6 +41,14 @@ describe('clip-tiny parity with transformers', () => {
     await expectFixture(out.lastHiddenState, 'vision_last_hidden_state');
     await expectFixture(out.pooled, 'vision_pooler_output');
     await expectFixture(out.embeds, 'image_embeds');
+  });
+
+  it('the vision-only model reads the same folder without the text tower and embeds images identically', async () => {
+    const info = io.tensors.get('pixel_values')!;
+    const pixels = e.upload(io.readF32('pixel_values'), info.shape);
+    const vision = ClipVisionModelWithProjection.load(e, DIR, 'f32');
+    expect([...vision.namedParams()].some(([name]) => name.startsWith('text_model.'))).toBe(false);
+    expect(await e.read(vision.encodeImage(e, pixels).embeds)).toEqual(await e.read(model.encodeImage(e, pixels).embeds));
   });
 
   it('text tower: hidden states, final layer norm, EOS pooling, embeddings', async () => {

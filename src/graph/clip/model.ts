@@ -304,16 +304,7 @@ export class ClipModel extends Module {
 
   /** pixels [B, 3, S, S] (normalised, f32) → vision outputs + image_embeds [B, E]. */
   encodeImage(e: Engine, pixels: Tensor, keepHidden = false): VisionOutput & { embeds: Tensor } {
-    const { channels, imageSize } = this.config.vision;
-    const [, c, h, w] = pixels.shape;
-    if (c !== channels || h !== imageSize || w !== imageSize) {
-      throw new DrError(`pixel_values must be [B, ${channels}, ${imageSize}, ${imageSize}], got [${pixels.shape}]`);
-    }
-    return e.tidy(() => {
-      const x = pixels.dtype === this.dtype ? pixels : cast(e, pixels, this.dtype);
-      const out = this.vision_model.forward(e, x, keepHidden);
-      return { ...out, embeds: this.visual_projection.forward(e, out.pooled) };
-    });
+    return encodeImage(e, this, pixels, keepHidden);
   }
 
   /** ids [B, L] (host) → text outputs + text_embeds [B, E]. */
@@ -339,6 +330,50 @@ export class ClipModel extends Module {
  * transformers' CLIPTextModel (SD's `text_encoder/`): the text tower alone. Its
  * last_hidden_state is the UNet's encoder_hidden_states.
  */
+/**
+ * The image half of a CLIPModel folder (transformers' CLIPVisionModelWithProjection: the same keys),
+ * for callers that need image embeddings only: the text tower's weights (a third of CLIP-L) are
+ * never loaded.
+ */
+export class ClipVisionModelWithProjection extends Module {
+  readonly vision_model: ClipVisionTransformer;
+  readonly visual_projection: Linear;
+  dtype: Tensor['dtype'] = 'f32';
+
+  constructor(readonly config: ClipConfig) {
+    super();
+    this.vision_model = this.child('vision_model', new ClipVisionTransformer(config.vision));
+    this.visual_projection = this.child('visual_projection', new Linear(config.vision.hidden, config.projectionDim, false));
+  }
+
+  static load(e: Engine, dir: string, precision: Precision = 'auto'): ClipVisionModelWithProjection {
+    const model = new ClipVisionModelWithProjection(readClipConfig(dir));
+    loadFromCheckpoint(e, model, dir, { precision });
+    model.dtype = model.visual_projection.weight.t.dtype;
+    return model;
+  }
+
+  /** pixels [B, 3, S, S] (normalised, f32) → vision outputs + image_embeds [B, E]. */
+  encodeImage(e: Engine, pixels: Tensor, keepHidden = false): VisionOutput & { embeds: Tensor } {
+    return encodeImage(e, this, pixels, keepHidden);
+  }
+}
+
+function encodeImage(
+  e: Engine, m: ClipModel | ClipVisionModelWithProjection, pixels: Tensor, keepHidden: boolean,
+): VisionOutput & { embeds: Tensor } {
+  const { channels, imageSize } = m.config.vision;
+  const [, c, h, w] = pixels.shape;
+  if (c !== channels || h !== imageSize || w !== imageSize) {
+    throw new DrError(`pixel_values must be [B, ${channels}, ${imageSize}, ${imageSize}], got [${pixels.shape}]`);
+  }
+  return e.tidy(() => {
+    const x = pixels.dtype === m.dtype ? pixels : cast(e, pixels, m.dtype);
+    const out = m.vision_model.forward(e, x, keepHidden);
+    return { ...out, embeds: m.visual_projection.forward(e, out.pooled) };
+  });
+}
+
 export class ClipTextModel extends Module {
   readonly text_model: ClipTextTransformer;
 

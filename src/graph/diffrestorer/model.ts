@@ -6,7 +6,7 @@ import path from 'node:path';
 import { DrError } from '../../errors.js';
 import type { Engine } from '../../engine/engine.js';
 import type { Tensor } from '../../engine/tensor.js';
-import { ClipModel } from '../clip/model.js';
+import { ClipVisionModelWithProjection } from '../clip/model.js';
 import { clipPixelValues, readClipImageConfig, type ClipImageConfig } from '../clip/preprocess.js';
 import type { RgbImage } from '../../image/load.js';
 import { ConfigFile } from '../config.js';
@@ -61,7 +61,7 @@ export interface Restored {
 
 export class DiffRestorer {
   private constructor(
-    readonly clip: ClipModel,
+    readonly clip: ClipVisionModelWithProjection,
     readonly clipImage: ClipImageConfig,
     readonly promptProcessor: PromptProcessor,
     readonly control: DiffRestorerControl,
@@ -86,7 +86,7 @@ export class DiffRestorer {
     const sd = SdBase.open(bases.sd);
     try {
       return new DiffRestorer(
-        step('CLIP', () => ClipModel.load(e, bases.clip, precision)),
+        step('CLIP', () => ClipVisionModelWithProjection.load(e, bases.clip, precision)),
         readClipImageConfig(bases.clip),
         pp,
         step('control network', () => DiffRestorerControl.load(e, path.join(dir, 'control'), precision)),
