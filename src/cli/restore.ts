@@ -61,7 +61,7 @@ export function restoreCommand(): Command {
     .option('--prompt <text>', 'training-free: words added to the positive prompt, e.g. what the photo shows')
     .option('--threshold <p>', 'a degradation is reported (and, training-free, put in the negative prompt) from this probability', '0.2')
     .option('--control-scale <s>', 'training-free: ControlNet conditioning scale', '1')
-    .option('--precision <p>', 'auto (f16 where the GPU has shader-f16), f32 or f16', 'auto')
+    .option('--precision <p>', 'auto (f16 on a GPU with shader-f16; on a CPU adapter, as the weights are stored), f32 or f16', 'auto')
     .option('--tile <px>', 'images larger than this are denoised in overlapping tiles of this side', '512')
     .option('--tile-overlap <px>', 'overlap of neighbouring tiles', '128')
     .option('--color-fix <how>', 'match the input\'s colours: wavelet (low frequencies), adain (channel mean/std) or none', 'wavelet')
@@ -142,6 +142,14 @@ interface Restorer {
 interface Score {
   name: string;
   probability: number;
+}
+
+/**
+ * 'auto' runs f16 wherever the GPU computes it natively (diffusers users run SD in fp16 too; f32
+ * weights are converted on upload); a software adapter emulates f16 and is faster in f32.
+ */
+function resolvePrecision(e: Engine, p: Precision): Precision {
+  return p === 'auto' && e.gpu.hasF16 && !e.gpu.info.software ? 'f16' : p;
 }
 
 function loadRestorer(e: Engine, opts: RestoreCliOptions, s: Settings, say: (part: string) => void): Restorer {
@@ -226,19 +234,21 @@ async function restore(inputs: string[], opts: RestoreCliOptions): Promise<numbe
     }
   }
   const results: ImageResult[] = [];
-  if (todo.length) await restoreAll(todo, opts, s, results, errors);
+  // The precision actually run (auto resolves once the adapter is known).
+  const precision = todo.length ? await restoreAll(todo, opts, s, results, errors) : s.precision;
   if (opts.json) {
     const mode = opts.model ? 'diff-restorer' : 'training-free';
-    process.stdout.write(`${JSON.stringify({ mode, settings: s, results, errors, skipped: opts.skipExisting ? existing.map((j) => j.input) : [] }, null, 2)}\n`);
+    process.stdout.write(`${JSON.stringify({ mode, settings: { ...s, precision }, results, errors, skipped: opts.skipExisting ? existing.map((j) => j.input) : [] }, null, 2)}\n`);
   }
   return errors.length ? 1 : 0;
 }
 
-async function restoreAll(todo: { input: string; output: string }[], opts: RestoreCliOptions, s: Settings, results: ImageResult[], errors: { input: string; error: string }[]): Promise<void> {
+async function restoreAll(todo: { input: string; output: string }[], opts: RestoreCliOptions, s: Settings, results: ImageResult[], errors: { input: string; error: string }[]): Promise<Precision> {
   // Like the progress bars: shown on a terminal only, so scripts see results and errors alone.
   const say = (part: string) => process.stderr.isTTY && !opts.json && process.stderr.write(`loading ${part}\n`);
   const e = await Engine.create();
-  const restorer = loadRestorer(e, opts, s, say);
+  const precision = resolvePrecision(e, s.precision);
+  const restorer = loadRestorer(e, opts, { ...s, precision }, say);
   for (const [n, job] of todo.entries()) {
     const started = performance.now();
     let img: LoadedImage;
@@ -284,6 +294,7 @@ async function restoreAll(todo: { input: string; output: string }[], opts: Resto
       }
     }
   }
+  return precision;
 }
 
 /** Reflect padding needs each side larger than its padding: below the multiple's half there is not enough image. */
