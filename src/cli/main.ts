@@ -26,6 +26,8 @@ const program = new Command('dr')
   .addCommand(fetchCommand())
   .addHelpText('after', `
 Start with \`dr doctor\` to see which GPU dr will use, then e.g.
-  dr probe photo.jpg --model path/to/clip-vit-large-patch14`);
+  dr fetch stable-diffusion-v1-5/stable-diffusion-v1-5     (once, with internet; see dr restore --help)
+  dr restore photo.jpg -o restored.png
+  dr probe photo.jpg --model openai/clip-vit-large-patch14`);
 
 program.parseAsync(process.argv);
