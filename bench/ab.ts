@@ -3,6 +3,7 @@
 // machine hits both alike; each variant's output is checked against the first's.
 //   node dist/bench/ab.js matmul matmul_v1 matmul [f16] [--reps 3]
 //   node dist/bench/ab.js conv conv2d_v1 conv2d
+//   node dist/bench/ab.js attention attention_v1 attention
 // Variants are WGSL files in dist/src/engine/wgsl (e.g. an old version from git show).
 import { Engine, f32 } from '../src/engine/engine.js';
 import type { DType, Tensor } from '../src/engine/tensor.js';
@@ -59,9 +60,32 @@ function convCase(e: Engine, Cin: number, S: number, Cout: number, k: number, st
   };
 }
 
+/** Self- (Lk = Lq) or cross-attention of [B, L, heads·d] projections, as the attention op dispatches it. */
+function attentionCase(e: Engine, B: number, Lq: number, Lk: number, heads: number, d: number): Case {
+  const W = heads * d;
+  const q = e.upload(rand(B * Lq * W, 7), [B, Lq, W], dtype);
+  const k = e.upload(rand(B * Lk * W, 8), [B, Lk, W], dtype);
+  const v = e.upload(rand(B * Lk * W, 9), [B, Lk, W], dtype);
+  return {
+    name: `attention B${B} ${Lq}×${Lk} h${heads} d${d}`,
+    flops: 4 * B * heads * Lq * Lk * d,
+    inputs: [q, k, v],
+    run: (kernel) => {
+      const o = e.empty([B, Lq, W], dtype);
+      e.run({ kernel, bindings: { Q: q, K: k, V: v, O: o },
+        defines: { HEAD_DIM: d, KEYS: Math.max(1, Math.min(64, Math.floor(2048 / d))), CAUSAL: false },
+        params: [heads, Lq, Lk, W, W, W, 0, 0, 0, f32(1 / Math.sqrt(d))],
+        workgroups: [Math.ceil(Lq / 64), heads, B] });
+      return o;
+    },
+  };
+}
+
 async function main(): Promise<void> {
   const e = await Engine.create();
-  const cases: Case[] = op === 'matmul'
+  const cases: Case[] = op === 'attention'
+    ? [attentionCase(e, 2, 1024, 1024, 8, 40), attentionCase(e, 2, 1024, 77, 8, 40), attentionCase(e, 1, 1024, 1024, 8, 64), attentionCase(e, 1, 257, 257, 16, 64), attentionCase(e, 1, 256, 256, 1, 512)]
+    : op === 'matmul'
     ? [matmulCase(e, 131, 127, 129, true), matmulCase(e, 512, 512, 512, false), matmulCase(e, 1024, 1024, 1024, false), matmulCase(e, 256, 320, 2560, true), matmulCase(e, 257, 1024, 4096, true)]
     : [convCase(e, 17, 19, 23, 3), convCase(e, 320, 16, 320, 3), convCase(e, 640, 8, 640, 3), convCase(e, 128, 64, 128, 3), convCase(e, 320, 16, 320, 3, 2), convCase(e, 320, 16, 320, 1)];
   for (const c of cases) {
