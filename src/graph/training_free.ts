@@ -93,7 +93,8 @@ export class TrainingFreeRestorer {
     const x0 = e.keep(e.tidy(() => encodeTiled(e, scale(e, lq, 2, -1), f, config.latentChannels, o.tile, (x) => sd.vae.encode(e, x)))); // [1, 4, H/8, W/8]
     const noised = e.keep(e.tidy(() => sd.scheduler.addNoise(e, x0, e.upload(seededNormal(x0.size, o.seed), x0.shape), sd.scheduler.timesteps[start])));
     await timer.end('encode');
-    const hint = e.keep(this.controlnet.embedHint(e, lq));
+    // [1, C0, H/8, W/8]: the conditioning embedding runs at full resolution, so it is tiled like the VAE.
+    const hint = e.keep(e.tidy(() => encodeTiled(e, lq, f, sd.unet.config.blockOut[0], o.tile, (x) => this.controlnet.embedHint(e, x))));
     await timer.end('control');
     let latent: Tensor;
     try {

@@ -15,7 +15,7 @@ import { loadFromCheckpoint, type Precision } from '../module.js';
 import { scale } from '../../engine/ops/elementwise.js';
 import { denoise } from '../sd/denoise.js';
 import { PhaseTimer } from '../phase_timer.js';
-import { decodeTiled, type TileSize } from '../sd/vae_tiles.js';
+import { decodeTiled, encodeTiled, type TileSize } from '../sd/vae_tiles.js';
 import { crop } from '../../engine/ops/tiles.js';
 import { SdBase } from '../sd/single_file.js';
 import { UniPCScheduler, readUniPCConfig } from '../sd/unipc.js';
@@ -118,7 +118,9 @@ export class DiffRestorer {
     for (const t of [pixels, probs]) e.release(t);
     await timer.end('clip');
 
-    const hint = e.keep(this.control.network.embedHint(e, lq, degradation)); // c [1, C0, H/8, W/8]
+    // c [1, C0, H/8, W/8]: the control encoder runs at full resolution, so it is tiled like the VAE.
+    const hint = e.keep(e.tidy(() => encodeTiled(e, lq, this.vae.downFactor, this.unet.config.blockOut[0], o.tile,
+      (x) => this.control.network.embedHint(e, x, degradation))));
     await timer.end('control');
     const noise = e.upload(seededNormal(4 * (H / 8) * (W / 8), o.seed), [1, 4, H / 8, W / 8]);
     // The paper samples without guidance; --guidance > 1 adds a zero-context branch.

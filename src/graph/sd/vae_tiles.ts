@@ -1,5 +1,5 @@
-// The VAE over overlapping tiles, for photos whose full-size decoder activations
-// would not fit in GPU memory (512 channels at 2048×2048 is 8 GB in f32 per tensor).
+// The VAE (and the full-resolution hint encoders) over overlapping tiles, for photos whose
+// full-size activations would not fit in GPU memory (512 channels at 2048×2048 is 8 GB in f32).
 // Tiles are planned on the latent grid, so pixel windows are whole latent cells,
 // and blended with linear ramps over the overlap; as in diffusers' tiled VAE, group
 // norms see one tile's statistics, which the overlap blending hides.
@@ -35,8 +35,8 @@ export function decodeTiled(
 }
 
 /**
- * image [B, 3, H, W] → latent [B, C, H/f, W/f] (f32 when tiled), encoding the pixel window
- * of each latent tile with `encodeTile`.
+ * image [B, 3, H, W] → [B, C, H/f, W/f] (f32 when tiled), encoding the pixel window of each
+ * latent tile with `encodeTile`: the VAE encoder, or a ControlNet's hint encoder.
  */
 export function encodeTiled(
   e: Engine, image: Tensor, f: number, latentChannels: number, tile: TileSize | undefined,
