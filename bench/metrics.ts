@@ -18,7 +18,7 @@ import { uploadImage } from '../src/graph/metrics/image.js';
 import { FidInception } from '../src/graph/metrics/inception.js';
 import { Lpips, type LpipsNet } from '../src/graph/metrics/lpips.js';
 import { Musiq } from '../src/graph/metrics/musiq.js';
-import { createFidModel, createMetrics, FR_WEIGHTS, lpipsFileName, NR_WEIGHTS, type MetricOptions } from '../src/graph/metrics/registry.js';
+import { createFidModel, createMetrics, lpipsFileName, WEIGHTS, type MetricOptions } from '../src/graph/metrics/registry.js';
 import type { Module } from '../src/graph/module.js';
 import type { RgbImage } from '../src/image/load.js';
 import { writeSafetensorsLazy } from '../src/weights/safetensors.js';
@@ -121,13 +121,13 @@ function standInFile(id: MetricId): { file: string; model: () => Module } | unde
       return { file: lpipsFileName(net), model: () => new Lpips(net) };
     }
     case 'dists':
-      return { file: FR_WEIGHTS.dists.file, model: () => new Dists() };
+      return { file: WEIGHTS.dists.file, model: () => new Dists() };
     case 'fid-features':
-      return { file: FR_WEIGHTS.fid.file, model: () => new FidInception() };
+      return { file: WEIGHTS.fid.file, model: () => new FidInception() };
     case 'clipiqa':
-      return { file: NR_WEIGHTS.clipiqa.file, model: () => new ClipIqa().model };
+      return { file: WEIGHTS.clipiqa.file, model: () => new ClipIqa().model };
     case 'musiq':
-      return { file: NR_WEIGHTS.musiq.file, model: () => new Musiq() };
+      return { file: WEIGHTS.musiq.file, model: () => new Musiq() };
     default:
       return undefined;
   }

@@ -4,7 +4,7 @@
 import type { Engine } from '../src/engine/engine.js';
 import { f32ToF16Bits } from '../src/engine/half.js';
 import { RowChunkedTensor, Tensor, type DType } from '../src/engine/tensor.js';
-import type { Module } from '../src/graph/module.js';
+import { uploadWeight, type Module } from '../src/graph/module.js';
 import { Conv2d, GroupNorm, LayerNorm, Linear } from '../src/graph/nn.js';
 import { rand } from './timing.js';
 
@@ -61,7 +61,7 @@ export function randomizeParams(e: Engine, root: Module, dtype: DType, want: (na
         const fanIn = m instanceof Linear ? m.inFeatures : m.weight.shape.slice(1).reduce((a, d) => a * d, 1);
         values = tiled(n, Math.fround(1 / Math.sqrt(fanIn)), dtype, seed++);
       } else values = tiled(n, 0.02, dtype, seed++);
-      p.value = weight(e, new Uint8Array(values.buffer), p.shape, dtype);
+      p.value = uploadWeight(e, new Uint8Array(values.buffer), p.shape, dtype);
       bytes += values.byteLength;
     }
   }
@@ -79,15 +79,3 @@ export function freeParams(root: Module, want: (name: string) => boolean = () =>
   }
 }
 
-function weight(e: Engine, bytes: Uint8Array, shape: readonly number[], dtype: DType): Tensor | RowChunkedTensor {
-  if (bytes.byteLength <= e.maxBinding || shape.length < 2) return e.createWeight(bytes, shape, dtype);
-  const rowBytes = bytes.byteLength / shape[0];
-  const rowsPerChunk = Math.floor(e.maxBinding / rowBytes);
-  const chunks = [];
-  for (let first = 0; first < shape[0]; first += rowsPerChunk) {
-    const rows = Math.min(rowsPerChunk, shape[0] - first);
-    const part = bytes.subarray(first * rowBytes, (first + rows) * rowBytes);
-    chunks.push({ firstRow: first, tensor: e.createWeight(part, [rows, ...shape.slice(1)], dtype) });
-  }
-  return new RowChunkedTensor(chunks, shape, dtype);
-}

@@ -80,7 +80,7 @@ describe('saveImage', () => {
   it('never replaces a file without force, and leaves no temporary file', async () => {
     const p = file('keep.png');
     fs.writeFileSync(p, 'precious');
-    await expect(saveImage(p, img)).rejects.toThrow(/already exists \(use --force\)/);
+    await expect(saveImage(p, img)).rejects.toThrow(/already exists \(use --force to overwrite\)/);
     expect(fs.readFileSync(p, 'utf8')).toBe('precious');
     await saveImage(p, img, { force: true });
     expect((await sharp(p).metadata()).format).toBe('png');

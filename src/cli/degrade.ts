@@ -4,7 +4,7 @@ import sharp from 'sharp';
 import { DrError } from '../errors.js';
 import { degradationHelp, degrade, parseSpec } from '../degrade/degrade.js';
 import { listImages, loadRgb } from '../image/load.js';
-import { checkWritable, ensureDir, writeAtomic } from './atomic.js';
+import { checkWritable, ensureDir, writeAtomic } from '../atomic.js';
 import { Progress } from './progress.js';
 import { numberOption, runCommand } from './run.js';
 

@@ -11,7 +11,7 @@ import { frechetDistance, type FeatureSet } from '../graph/metrics/frechet.js';
 import { createFidModel, createMetrics, SET_METRIC_NAMES, isNoReference, metricAvailable, METRIC_NAMES, type Metric, type MetricOptions } from '../graph/metrics/registry.js';
 import { listImages, loadRgb, type RgbImage } from '../image/load.js';
 import { resizeBicubicU8 } from '../image/resize.js';
-import { checkWritable, writeAtomic } from './atomic.js';
+import { checkWritable, writeAtomic } from '../atomic.js';
 import { Progress } from './progress.js';
 import { runCommand } from './run.js';
 

@@ -144,9 +144,13 @@ function weightDtype(e: Engine, stored: string, precision: Precision, name: stri
 }
 
 function upload(e: Engine, ckpt: Checkpoint, name: string, shape: readonly number[], stored: string, dtype: DType): Tensor | RowChunkedTensor {
-  const bytes = hostBytes(ckpt, name, stored, dtype);
-  const rowBytes = bytes.byteLength / shape[0];
+  return uploadWeight(e, hostBytes(ckpt, name, stored, dtype), shape, dtype);
+}
+
+/** A weight's bytes (already in `dtype`) on the GPU: split into row chunks when larger than one binding. */
+export function uploadWeight(e: Engine, bytes: Uint8Array, shape: readonly number[], dtype: DType): Tensor | RowChunkedTensor {
   if (bytes.byteLength <= e.maxBinding || shape.length < 2) return e.createWeight(bytes, shape, dtype);
+  const rowBytes = bytes.byteLength / shape[0];
   const rowsPerChunk = Math.floor(e.maxBinding / rowBytes);
   const chunks = [];
   for (let first = 0; first < shape[0]; first += rowsPerChunk) {

@@ -1,6 +1,7 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import sharp, { type Metadata } from 'sharp';
+import { checkWritable, ensureDir, writeAtomic } from '../atomic.js';
 import { DrError } from '../errors.js';
 import { isImagePath, statOrThrow } from './load.js';
 
@@ -126,16 +127,8 @@ export async function saveImage(p: string, img: ImageToSave, opts: SaveOptions =
     throw new DrError(`${p}: cannot encode ${format} (${e.message})`);
   });
   // Checked after encoding, just before writing, to keep the window for a race small.
-  if (!opts.force && fs.existsSync(p)) throw new DrError(`${p}: already exists (use --force)`);
-  const tmp = path.join(path.dirname(p), `.${path.basename(p)}.tmp-${process.pid}`);
-  try {
-    await fs.promises.writeFile(tmp, bytes);
-    await fs.promises.rename(tmp, p);
-  } catch (e) {
-    await fs.promises.rm(tmp, { force: true });
-    const err = e as NodeJS.ErrnoException;
-    throw new DrError(`${p}: cannot write (${err.code === 'ENOENT' ? `no folder ${path.dirname(p)}` : err.message})`);
-  }
+  checkWritable(p, !!opts.force);
+  writeAtomic(p, bytes);
 }
 
 /**
@@ -162,11 +155,7 @@ export function outputPathFor(input: string, output: string | undefined, manyInp
   if (path.resolve(out) === path.resolve(input)) {
     throw new DrError(`${out}: would replace the input; choose another output folder`);
   }
-  try {
-    fs.mkdirSync(output, { recursive: true });
-  } catch (e) {
-    throw new DrError(`${output}: cannot create the output folder (${(e as Error).message})`);
-  }
+  ensureDir(output);
   return out;
 }
 

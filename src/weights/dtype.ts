@@ -1,5 +1,5 @@
-// Raw tensor bytes (little-endian, from a fresh aligned buffer) → f32 or int32,
-// for tensor sources other than SafetensorsFile (which has its own copy).
+// Raw tensor bytes (little-endian, from a fresh aligned buffer) → f32 or int32, for every
+// tensor source (safetensors, PyTorch files).
 import { DrError } from '../errors.js';
 import { f16ToF32 } from '../engine/half.js';
 import type { StDtype } from './safetensors.js';

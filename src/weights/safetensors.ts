@@ -10,7 +10,7 @@
  */
 import fs from 'node:fs';
 import { DrError } from '../errors.js';
-import { f16ToF32 } from '../engine/half.js';
+import { bytesToF32, bytesToInt32 } from './dtype.js';
 
 export type StDtype =
   | 'F64' | 'F32' | 'F16' | 'BF16'
@@ -72,15 +72,6 @@ function isPlainObject(v: unknown): v is Record<string, unknown> {
   return typeof v === 'object' && v !== null && !Array.isArray(v);
 }
 
-let f16Table: Float32Array | undefined;
-/** All 65536 halves as f32, so bulk conversion of big tensors is one lookup per value. */
-function f16ToF32Table(): Float32Array {
-  if (!f16Table) {
-    f16Table = new Float32Array(65536);
-    for (let i = 0; i < 65536; i++) f16Table[i] = f16ToF32(i);
-  }
-  return f16Table;
-}
 
 // ---- reader ----
 
@@ -138,60 +129,12 @@ export class SafetensorsFile {
 
   /** The tensor as f32, converting from any float, integer or bool dtype. */
   readF32(name: string): Float32Array {
-    const t = this.info(name);
-    const b = this.readBytes(name).buffer;
-    switch (t.dtype) {
-      case 'F32':
-        return new Float32Array(b);
-      case 'F16': {
-        const table = f16ToF32Table();
-        const src = new Uint16Array(b);
-        const out = new Float32Array(src.length);
-        for (let i = 0; i < src.length; i++) out[i] = table[src[i]];
-        return out;
-      }
-      case 'BF16': {
-        const src = new Uint16Array(b);
-        const out = new Float32Array(src.length);
-        const bits = new Uint32Array(out.buffer);
-        for (let i = 0; i < src.length; i++) bits[i] = src[i] << 16;
-        return out;
-      }
-      case 'I64':
-      case 'U64': {
-        const src = t.dtype === 'I64' ? new BigInt64Array(b) : new BigUint64Array(b);
-        const out = new Float32Array(src.length);
-        for (let i = 0; i < src.length; i++) out[i] = Number(src[i]);
-        return out;
-      }
-      default:
-        return Float32Array.from(smallView(t.dtype, b));
-    }
+    return bytesToF32(this.info(name).dtype, this.readBytes(name));
   }
 
   /** The tensor as int32 (token ids, indices); fails on float dtypes and out-of-range values. */
   readInt32(name: string): Int32Array {
-    const t = this.info(name);
-    if (t.dtype === 'F64' || t.dtype === 'F32' || t.dtype === 'F16' || t.dtype === 'BF16') {
-      throw new DrError(`${this.path}: tensor "${name}" has dtype ${t.dtype}, expected an integer dtype`);
-    }
-    const b = this.readBytes(name).buffer;
-    if (t.dtype === 'I32') return new Int32Array(b);
-    const src =
-      t.dtype === 'I64' ? new BigInt64Array(b)
-      : t.dtype === 'U64' ? new BigUint64Array(b)
-      : smallView(t.dtype, b);
-    const out = new Int32Array(src.length);
-    for (let i = 0; i < src.length; i++) {
-      const v = Number(src[i]);
-      if (v < -0x80000000 || v > 0x7fffffff) {
-        throw new DrError(
-          `${this.path}: tensor "${name}" (${t.dtype}) value ${src[i]} at index ${i} does not fit in int32`,
-        );
-      }
-      out[i] = v;
-    }
-    return out;
+    return bytesToInt32(this.info(name).dtype, this.readBytes(name), `${this.path}: tensor "${name}"`);
   }
 
   close(): void {
@@ -200,20 +143,6 @@ export class SafetensorsFile {
   }
 }
 
-/** Typed view for the dtypes whose values are exact JS numbers (all but 64-bit ints and halves). */
-function smallView(dtype: StDtype, b: ArrayBufferLike) {
-  switch (dtype) {
-    case 'F64': return new Float64Array(b);
-    case 'I32': return new Int32Array(b);
-    case 'U32': return new Uint32Array(b);
-    case 'I16': return new Int16Array(b);
-    case 'U16': return new Uint16Array(b);
-    case 'I8': return new Int8Array(b);
-    case 'U8':
-    case 'BOOL': return new Uint8Array(b);
-    default: throw new Error(`smallView: unexpected dtype ${dtype}`);
-  }
-}
 
 function readExact(fd: number, length: number, position: number): Uint8Array {
   const buf = new Uint8Array(length);

@@ -57,25 +57,25 @@ export function createMetrics(e: Engine, names: string[], opts: MetricOptions): 
       case 'niqe':
         return { name, kind: 'nr', higherIsBetter: false, weightFiles: [], run: async (_en, x) => niqe(x.distImage, x.distFile) };
       case 'lpips': {
-        const file = lpipsWeightFile(opts.net, opts.weightsDir);
+        const file = weightFile('lpips', opts);
         const model = new Lpips(opts.net);
         loadFromCheckpoint(e, model, file, { precision: 'f32' });
         return { name, kind: 'fr', higherIsBetter: false, weightFiles: [file], run: (en, x) => model.distance(en, x.ref!, x.dist) };
       }
       case 'clipiqa': {
-        const file = nrWeightFile(name, opts.weightsDir);
+        const file = weightFile(name, opts);
         const model = new ClipIqa();
         model.load(e, file);
         return { name, kind: 'nr', higherIsBetter: true, weightFiles: [file], run: (en, x) => model.score(en, x.dist) };
       }
       case 'musiq': {
-        const file = nrWeightFile(name, opts.weightsDir);
+        const file = weightFile(name, opts);
         const model = new Musiq();
         model.load(e, file);
         return { name, kind: 'nr', higherIsBetter: true, weightFiles: [file], run: (en, x) => model.score(en, toPlanar01(x.distImage), x.distImage.height, x.distImage.width) };
       }
       case 'dists': {
-        const file = frWeightFile(name, opts.weightsDir);
+        const file = weightFile(name, opts);
         const model = new Dists();
         loadFromCheckpoint(e, model, file, { precision: 'f32' });
         return { name, kind: 'fr', higherIsBetter: false, weightFiles: [file], run: (en, x) => model.distance(en, x.ref!, x.dist) };
@@ -88,52 +88,47 @@ export function createMetrics(e: Engine, names: string[], opts: MetricOptions): 
 
 export const lpipsFileName = (net: LpipsNet): string => `lpips_${net}.safetensors`;
 
-/** Whether a metric can run with what is on disk (for the default "all available"). */
-export function metricAvailable(name: string, opts: MetricOptions): boolean {
-  if (name in FR_WEIGHTS) return !!opts.weightsDir && fs.existsSync(path.join(opts.weightsDir, FR_WEIGHTS[name].file));
-  if (name in NR_WEIGHTS) return !!opts.weightsDir && fs.existsSync(path.join(opts.weightsDir, NR_WEIGHTS[name].file));
-  if (name !== 'lpips') return true;
-  return !!opts.weightsDir && fs.existsSync(path.join(opts.weightsDir, lpipsFileName(opts.net)));
+interface WeightSpec {
+  file: string;
+  /** What the file holds, for the error that says it is missing. */
+  keys: string;
 }
 
-function lpipsWeightFile(net: LpipsNet, dir: string | undefined): string {
-  const name = lpipsFileName(net);
-  const keys = 'net.slice1.0.weight ... net.slice5.*, lin0.model.1.weight ... lin4.model.1.weight, scaling_layer.shift/scale';
-  if (!dir) {
-    throw new DrError(`lpips: needs weights: give --weights DIR with ${name} (the lpips package's v0.1 state dict as safetensors: ${keys}; see README "Metric weights")`);
-  }
-  const file = path.join(dir, name);
-  if (!fs.existsSync(file)) throw new DrError(`${file}: missing; lpips --net ${net} needs it (${keys}; see README "Metric weights")`);
-  return file;
-}
-
-/** Weight files of the no-reference deep metrics: the reference implementation's state dict as safetensors, keys unchanged. */
-export const NR_WEIGHTS: Record<string, { file: string; keys: string }> = {
+/** Weight files of the deep metrics besides lpips: the reference implementation's state dict as safetensors, keys unchanged. */
+export const WEIGHTS: Record<string, WeightSpec> = {
+  dists: { file: 'dists.safetensors', keys: 'DISTS state dict: stage1.0.weight ... stage5.28.bias (torchvision VGG16 features.I), alpha, beta' },
+  fid: { file: 'fid_inception.safetensors', keys: "pytorch-fid's pt_inception-2015-12-05 state dict: Conv2d_1a_3x3.conv.weight, Conv2d_1a_3x3.bn.{weight,bias,running_mean,running_var} ... Mixed_7c.*" },
   clipiqa: { file: 'clipiqa_rn50.safetensors', keys: 'OpenAI CLIP RN50 state dict: visual.*, transformer.resblocks.*, token_embedding.weight, positional_embedding, ln_final.*, text_projection, logit_scale' },
   musiq: { file: 'musiq.safetensors', keys: 'pyiqa MUSIQ state dict with a one-output head (KonIQ): conv_root.weight, gn_root.*, block1.*, embedding.*, transformer_encoder.*, head.weight/bias' },
 };
 
-function nrWeightFile(name: string, dir: string | undefined): string {
-  const { file, keys } = NR_WEIGHTS[name];
-  if (!dir) throw new DrError(`${name}: needs weights: give --weights DIR with ${file} (${keys}; see README "Metric weights")`);
-  const full = path.join(dir, file);
-  if (!fs.existsSync(full)) throw new DrError(`${full}: missing; ${name} needs it (${keys}; see README "Metric weights")`);
+/** The weight file a metric needs, if any (lpips: the --net's). */
+function weightSpec(name: string, opts: MetricOptions): WeightSpec | undefined {
+  if (name === 'lpips') {
+    return {
+      file: lpipsFileName(opts.net),
+      keys: "the lpips package's v0.1 state dict as safetensors: net.slice1.0.weight ... net.slice5.*, lin0.model.1.weight ... lin4.model.1.weight, scaling_layer.shift/scale",
+    };
+  }
+  return WEIGHTS[name];
+}
+
+/** Whether a metric can run with what is on disk (for the default "all available"). */
+export function metricAvailable(name: string, opts: MetricOptions): boolean {
+  const spec = weightSpec(name, opts);
+  return !spec || (!!opts.weightsDir && fs.existsSync(path.join(opts.weightsDir, spec.file)));
+}
+
+/** The path of a metric's weight file in --weights DIR, or one line saying what is missing. */
+function weightFile(name: string, opts: MetricOptions): string {
+  const { file, keys } = weightSpec(name, opts)!;
+  const label = name === 'lpips' ? `lpips --net ${opts.net}` : name;
+  if (!opts.weightsDir) throw new DrError(`${name}: needs weights: give --weights DIR with ${file} (${keys}; see README "Metric weights")`);
+  const full = path.join(opts.weightsDir, file);
+  if (!fs.existsSync(full)) throw new DrError(`${full}: missing; ${label} needs it (${keys}; see README "Metric weights")`);
   return full;
 }
 
-/** Weight files of the full-reference deep metrics besides lpips: the reference package's state dict as safetensors. */
-export const FR_WEIGHTS: Record<string, { file: string; keys: string }> = {
-  dists: { file: 'dists.safetensors', keys: 'DISTS state dict: stage1.0.weight ... stage5.28.bias (torchvision VGG16 features.I), alpha, beta' },
-  fid: { file: 'fid_inception.safetensors', keys: "pytorch-fid's pt_inception-2015-12-05 state dict: Conv2d_1a_3x3.conv.weight, Conv2d_1a_3x3.bn.{weight,bias,running_mean,running_var} ... Mixed_7c.*" },
-};
-
-function frWeightFile(name: string, dir: string | undefined): string {
-  const { file, keys } = FR_WEIGHTS[name];
-  if (!dir) throw new DrError(`${name}: needs weights: give --weights DIR with ${file} (${keys}; see README "Metric weights")`);
-  const full = path.join(dir, file);
-  if (!fs.existsSync(full)) throw new DrError(`${full}: missing; ${name} needs it (${keys}; see README "Metric weights")`);
-  return full;
-}
 
 /** Metrics of a whole folder against another (not per image): FID. */
 export const SET_METRIC_NAMES = ['fid'] as const;
@@ -141,6 +136,6 @@ export const SET_METRIC_NAMES = ['fid'] as const;
 /** pytorch-fid's InceptionV3 from --weights DIR (BatchNorms folded). */
 export function createFidModel(e: Engine, opts: MetricOptions): FidInception {
   const model = new FidInception();
-  loadFromCheckpoint(e, model, frWeightFile('fid', opts.weightsDir), { precision: 'f32' });
+  loadFromCheckpoint(e, model, weightFile('fid', opts), { precision: 'f32' });
   return model.prepare(e);
 }

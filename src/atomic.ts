@@ -1,6 +1,6 @@
 import fs from 'node:fs';
 import path from 'node:path';
-import { DrError } from '../errors.js';
+import { DrError } from './errors.js';
 
 /**
  * Writes a file all at once: the bytes go to a temporary file in the same folder,
@@ -14,7 +14,8 @@ export function writeAtomic(file: string, data: string | Uint8Array): void {
     fs.renameSync(tmp, file);
   } catch (err) {
     fs.rmSync(tmp, { force: true });
-    throw new DrError(`${file}: cannot write (${(err as NodeJS.ErrnoException).code ?? (err as Error).message})`);
+    const code = (err as NodeJS.ErrnoException).code;
+    throw new DrError(`${file}: cannot write (${code === 'ENOENT' ? `no folder ${path.dirname(file)}` : code ?? (err as Error).message})`);
   }
 }
 
