@@ -17,7 +17,7 @@ export function isImagePath(p: string): boolean {
   return IMAGE_EXTS.includes(path.extname(p).toLowerCase());
 }
 
-export function statOrThrow(p: string): fs.Stats {
+function statOrThrow(p: string): fs.Stats {
   try {
     return fs.statSync(p);
   } catch {
@@ -52,21 +52,29 @@ export function listImages(inputs: string[]): string[] {
  * 16-bit samples reduced to 8, grayscale expanded to RGB, alpha dropped (not composited).
  */
 export async function loadRgb(p: string): Promise<RgbImage> {
-  const st = statOrThrow(p);
-  if (st.isDirectory()) throw new DrError(`${p}: is a directory, not an image`);
-  if (st.size === 0) throw new DrError(`${p}: empty file (0 bytes)`);
+  checkImageFile(p);
   const res = await sharp(p)
     .rotate()
     .toColourspace('srgb')
     .removeAlpha()
     .raw()
     .toBuffer({ resolveWithObject: true })
-    .catch((e: Error): never => {
-      // sharp says e.g. "Input file contains unsupported image format"; keep the useful part.
-      const why = e.message.replace(/^Input file (contains |has |is )?/i, '').split('\n')[0];
-      throw new DrError(`${p}: not a readable image (${why})`);
-    });
+    .catch(unreadable(p));
   const { width, height, channels } = res.info;
   if (channels !== 3) throw new DrError(`${p}: decoded to ${channels} channels, expected RGB`);
   return { width, height, data: new Uint8Array(res.data.buffer, res.data.byteOffset, res.data.length) };
 }
+
+/** An image path that exists, is a file and is not empty (before asking sharp to decode it). */
+export function checkImageFile(p: string): void {
+  const st = statOrThrow(p);
+  if (st.isDirectory()) throw new DrError(`${p}: is a directory, not an image`);
+  if (st.size === 0) throw new DrError(`${p}: empty file (0 bytes)`);
+}
+
+/** A sharp decoding failure as one line naming the file. */
+export const unreadable = (p: string) => (e: Error): never => {
+  // sharp says e.g. "Input file contains unsupported image format"; keep the useful part.
+  const why = e.message.replace(/^Input file (contains |has |is )?/i, '').split('\n')[0];
+  throw new DrError(`${p}: not a readable image (${why})`);
+};

@@ -3,7 +3,7 @@ import path from 'node:path';
 import sharp, { type Metadata } from 'sharp';
 import { checkWritable, ensureDir, writeAtomic } from '../atomic.js';
 import { DrError } from '../errors.js';
-import { isImagePath, statOrThrow } from './load.js';
+import { checkImageFile, isImagePath, unreadable } from './load.js';
 
 /** A decoded photo as the restorer consumes it. */
 export interface LoadedImage {
@@ -74,9 +74,7 @@ export async function loadImage(p: string): Promise<LoadedImage> {
 
 /** Reads only the header: a file that passes decodes as loadImage expects (cheap, for checking inputs up front). */
 export async function checkImage(p: string): Promise<Metadata> {
-  const st = statOrThrow(p);
-  if (st.isDirectory()) throw new DrError(`${p}: is a directory, not an image`);
-  if (st.size === 0) throw new DrError(`${p}: empty file (0 bytes)`);
+  checkImageFile(p);
   const meta = await sharp(p).metadata().catch(unreadable(p));
   if (!INPUT_FORMATS.includes(meta.format)) {
     throw new DrError(`${p}: unsupported image format ${meta.format} (supported: PNG, JPEG, WebP, TIFF, GIF)`);
@@ -86,12 +84,6 @@ export async function checkImage(p: string): Promise<Metadata> {
   }
   return meta;
 }
-
-const unreadable = (p: string) => (e: Error): never => {
-  // sharp says e.g. "Input file contains unsupported image format"; keep the useful part.
-  const why = e.message.replace(/^Input file (contains |has |is )?/i, '').split('\n')[0];
-  throw new DrError(`${p}: not a readable image (${why})`);
-};
 
 /**
  * Encodes by the extension of `p` (.png .jpg/.jpeg .webp .tif/.tiff): JPEG and WebP at

@@ -75,6 +75,15 @@ function isPlainObject(v: unknown): v is Record<string, unknown> {
 
 // ---- reader ----
 
+/** A file descriptor for reading, or one line naming the file and why it cannot be opened. */
+export function openForReading(path: string): number {
+  try {
+    return fs.openSync(path, 'r');
+  } catch (e) {
+    throw new DrError(`${path}: cannot open: ${(e as Error).message}`);
+  }
+}
+
 export class SafetensorsFile {
   private fd: number;
 
@@ -89,12 +98,7 @@ export class SafetensorsFile {
 
   /** Opens `path` and parses/validates its header; tensor data is read on demand. */
   static open(path: string): SafetensorsFile {
-    let fd: number;
-    try {
-      fd = fs.openSync(path, 'r');
-    } catch (e) {
-      throw new DrError(`${path}: cannot open: ${(e as Error).message}`);
-    }
+    const fd = openForReading(path);
     try {
       const { metadata, tensors } = parseHeader(path, fd);
       return new SafetensorsFile(path, fd, metadata, tensors);

@@ -9,7 +9,7 @@
 import fs from 'node:fs';
 import { DrError } from '../errors.js';
 import { ByteReader, PyDict, PyGlobal, PyTuple, unpickle } from './pickle.js';
-import { DTYPE_BYTES, type StDtype } from './safetensors.js';
+import { DTYPE_BYTES, openForReading, type StDtype } from './safetensors.js';
 import { ZipArchive, readAt, type ZipEntry } from './zip.js';
 
 const STORAGE_DTYPES: Record<string, StDtype> = {
@@ -96,12 +96,7 @@ export interface TorchFile {
 
 /** Reads the pickled object of a torch file; tensors are read later, on demand. */
 export function openTorchFile(path: string): TorchFile {
-  let fd: number;
-  try {
-    fd = fs.openSync(path, 'r');
-  } catch (e) {
-    throw new DrError(`${path}: cannot open: ${(e as Error).message}`);
-  }
+  const fd = openForReading(path);
   try {
     const size = fs.fstatSync(fd).size;
     if (size === 0) throw new DrError(`${path}: file is empty (0 bytes)`);
@@ -118,12 +113,7 @@ export function openTorchFile(path: string): TorchFile {
 
 /** True if the file starts like a torch file (zip or pickle), so callers can tell it from safetensors. */
 export function looksLikeTorch(path: string): boolean {
-  let fd: number;
-  try {
-    fd = fs.openSync(path, 'r');
-  } catch (e) {
-    throw new DrError(`${path}: cannot open: ${(e as Error).message}`);
-  }
+  const fd = openForReading(path);
   try {
     const b = Buffer.alloc(9);
     const n = fs.readSync(fd, b, 0, 9, 0);
