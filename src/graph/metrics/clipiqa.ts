@@ -22,6 +22,7 @@ import { gather } from '../../engine/ops/gather.js';
 import { matmul } from '../../engine/ops/matmul.js';
 import { Module, ModuleList, loadFromCheckpoint, type Param } from '../module.js';
 import { Embedding, LayerNorm, Linear } from '../nn.js';
+import { BatchNorm2d, HostConv, foldBatchNorm } from './conv_bn.js';
 
 export const CLIP_MEAN = [0.48145466, 0.4578275, 0.40821073];
 export const CLIP_STD = [0.26862954, 0.26130258, 0.27577711];
@@ -42,50 +43,14 @@ export const CLIPIQA_TOKENS = [
 
 const BN_EPS = 1e-5;
 
-/** A bias-free conv whose weight stays on the host until it is folded with its BatchNorm. */
-class HostConv extends Module {
-  readonly weight: Param;
-  constructor(readonly inCh: number, readonly outCh: number, readonly kernel: number) {
-    super();
-    this.weight = this.param('weight', [outCh, inCh, kernel, kernel], true);
-  }
-}
-
-class BatchNorm2d extends Module {
-  readonly weight: Param;
-  readonly bias: Param;
-  readonly running_mean: Param;
-  readonly running_var: Param;
-  constructor(ch: number) {
-    super();
-    this.weight = this.param('weight', [ch], true);
-    this.bias = this.param('bias', [ch], true);
-    this.running_mean = this.param('running_mean', [ch], true);
-    this.running_var = this.param('running_var', [ch], true);
-  }
-}
-
-/** conv (no bias) → BatchNorm (eval), folded: w·γ/√(σ²+ε) and β − μ·γ/√(σ²+ε). */
+/** conv (no bias) → BatchNorm (eval), folded into one conv at load. */
 class ConvBn {
   private w?: Tensor;
   private b?: Tensor;
   constructor(readonly conv: HostConv, readonly bn: BatchNorm2d, readonly stride = 1, readonly padding = 0) {}
 
   fold(e: Engine): void {
-    const { outCh } = this.conv;
-    const w = this.conv.weight.hostValue;
-    const per = w.length / outCh;
-    const [g, beta, mu, v] = [this.bn.weight, this.bn.bias, this.bn.running_mean, this.bn.running_var].map((p) => p.hostValue);
-    const fw = new Float32Array(w.length);
-    const fb = new Float32Array(outCh);
-    for (let o = 0; o < outCh; o++) {
-      const s = g[o] / Math.sqrt(v[o] + BN_EPS);
-      for (let i = 0; i < per; i++) fw[o * per + i] = w[o * per + i] * s;
-      fb[o] = beta[o] - mu[o] * s;
-    }
-    const { inCh, kernel } = this.conv;
-    this.w = e.createWeight(new Uint8Array(fw.buffer), [outCh, inCh, kernel, kernel], 'f32');
-    this.b = e.createWeight(new Uint8Array(fb.buffer), [outCh], 'f32');
+    ({ weight: this.w, bias: this.b } = foldBatchNorm(e, this.conv, this.bn, BN_EPS));
   }
 
   forward(e: Engine, x: Tensor, relu: boolean): Tensor {

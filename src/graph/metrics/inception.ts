@@ -15,61 +15,27 @@ import { concat } from '../../engine/ops/copy.js';
 import { mean, scale } from '../../engine/ops/elementwise.js';
 import { maxPool2d, pool2d } from '../../engine/ops/pool2d.js';
 import { resizeBilinear } from '../../engine/ops/resize_bilinear.js';
-import { Module, type Param } from '../module.js';
+import { Module } from '../module.js';
+import { BatchNorm2d, HostConv, foldBatchNorm } from './conv_bn.js';
 
 type K = number | [number, number];
 const pair = (k: K): [number, number] => (typeof k === 'number' ? [k, k] : k);
 
-class HostConv extends Module {
-  readonly weight: Param;
-  constructor(cin: number, cout: number, k: [number, number]) {
-    super();
-    this.weight = this.param('weight', [cout, cin, k[0], k[1]], true);
-  }
-}
-
-class HostBn extends Module {
-  readonly weight: Param;
-  readonly bias: Param;
-  readonly runningMean: Param;
-  readonly runningVar: Param;
-  constructor(c: number) {
-    super();
-    this.weight = this.param('weight', [c], true);
-    this.bias = this.param('bias', [c], true);
-    this.runningMean = this.param('running_mean', [c], true);
-    this.runningVar = this.param('running_var', [c], true);
-  }
-}
-
 /** torchvision BasicConv2d: conv (no bias) → BatchNorm(eps 0.001) → ReLU, folded into one conv. */
 class BasicConv2d extends Module {
   readonly conv: HostConv;
-  readonly bn: HostBn;
+  readonly bn: BatchNorm2d;
   private w?: Tensor;
   private b?: Tensor;
   constructor(cin: number, cout: number, k: K, readonly stride = 1, readonly padding: K = 0) {
     super();
-    this.conv = this.child('conv', new HostConv(cin, cout, pair(k)));
-    this.bn = this.child('bn', new HostBn(cout));
+    this.conv = this.child('conv', new HostConv(cin, cout, k));
+    this.bn = this.child('bn', new BatchNorm2d(cout));
   }
 
   /** Folds the BatchNorm into the convolution and uploads it; the host copies are dropped. */
   prepare(e: Engine): void {
-    const w = this.conv.weight.hostValue;
-    const [gamma, beta, mu, v] = [this.bn.weight, this.bn.bias, this.bn.runningMean, this.bn.runningVar].map((p) => p.hostValue);
-    const cout = gamma.length;
-    const per = w.length / cout;
-    const fw = new Float32Array(w.length);
-    const fb = new Float32Array(cout);
-    for (let c = 0; c < cout; c++) {
-      const s = gamma[c] / Math.sqrt(v[c] + 1e-3);
-      for (let i = 0; i < per; i++) fw[c * per + i] = w[c * per + i] * s;
-      fb[c] = beta[c] - mu[c] * s;
-    }
-    this.w = e.createWeight(new Uint8Array(fw.buffer), this.conv.weight.shape, 'f32');
-    this.b = e.createWeight(new Uint8Array(fb.buffer), [cout], 'f32');
-    for (const p of [this.conv.weight, this.bn.weight, this.bn.bias, this.bn.runningMean, this.bn.runningVar]) p.value = undefined;
+    ({ weight: this.w, bias: this.b } = foldBatchNorm(e, this.conv, this.bn, 1e-3));
   }
 
   forward(e: Engine, x: Tensor): Tensor {
