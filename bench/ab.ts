@@ -5,7 +5,7 @@
 //   node dist/bench/ab.js conv conv2d_v1 conv2d
 //   node dist/bench/ab.js attention attention_v1 attention
 // Variants are WGSL files in dist/src/engine/wgsl (e.g. an old version from git show).
-import { Engine, f32 } from '../src/engine/engine.js';
+import { Engine } from '../src/engine/engine.js';
 import type { DType, Tensor } from '../src/engine/tensor.js';
 import { fmt, measure, rand } from './timing.js';
 
@@ -33,8 +33,8 @@ function matmulCase(e: Engine, M: number, K: number, N: number, transB: boolean,
     run: (kernel) => {
       const out = e.empty([M, N], dtype);
       const [x, y] = wg(M, N);
-      e.run({ kernel, bindings: { A: a, B: b, Bias: bias, C: out }, defines: { TRANS_B: transB, HAS_BIAS: true, ACT: 0 },
-        params: [M, N, K, M * K, 0, M * N, f32(0)], workgroups: [x, y, 1] });
+      e.run({ kernel, bindings: { a, b, bias, c: out }, defines: { TRANS_B: transB, HAS_BIAS: true, ACT: 0 },
+        params: { M, N, K, strideA: M * K, strideB: 0, strideC: M * N, alpha: 0 }, workgroups: [x, y, 1] });
       return out;
     },
   };
@@ -52,8 +52,8 @@ function convCase(e: Engine, Cin: number, S: number, Cout: number, k: number, st
     inputs: [x, w, bias],
     run: (kernel) => {
       const y = e.empty([1, Cout, Ho, Ho], dtype);
-      e.run({ kernel, bindings: { X: x, W: w, Bias: bias, Y: y }, defines: { HAS_BIAS: true, ACT: 0 },
-        params: [Cin, S, S, Cout, Ho, Ho, k, k, stride, stride, pad, pad, f32(0)],
+      e.run({ kernel, bindings: { x, w, bias, y }, defines: { HAS_BIAS: true, ACT: 0 },
+        params: { Cin, H: S, W: S, Cout, Ho, Wo: Ho, KH: k, KW: k, strideH: stride, strideW: stride, padH: pad, padW: pad, alpha: 0 },
         workgroups: [Math.ceil((Ho * Ho) / 64), Math.ceil(Cout / 64), 1] });
       return y;
     },
@@ -72,9 +72,9 @@ function attentionCase(e: Engine, B: number, Lq: number, Lk: number, heads: numb
     inputs: [q, k, v],
     run: (kernel) => {
       const o = e.empty([B, Lq, W], dtype);
-      e.run({ kernel, bindings: { Q: q, K: k, V: v, O: o },
+      e.run({ kernel, bindings: { q, k, v, o },
         defines: { HEAD_DIM: d, KEYS: Math.max(1, Math.min(64, Math.floor(2048 / d))), CAUSAL: false },
-        params: [heads, Lq, Lk, W, W, W, 0, 0, 0, f32(1 / Math.sqrt(d))],
+        params: { heads, Lq, Lk, qStride: W, kStride: W, vStride: W, qOff: 0, kOff: 0, vOff: 0, scale: 1 / Math.sqrt(d) },
         workgroups: [Math.ceil(Lq / 64), heads, B] });
       return o;
     },

@@ -1,26 +1,39 @@
 import { readFileSync } from 'node:fs';
 import { DrError } from '../errors.js';
 import { getGpu, type Gpu } from './device.js';
+import { expandIncludes, parseInterface, type KernelInterface } from './kernel_source.js';
 import { BufferPool } from './pool.js';
 import { DTYPE_SIZE, Tensor, numel, type DType } from './tensor.js';
 import { f16ToF32, f32ToF16Bits } from './half.js';
 
-/** A uniform value: plain numbers are u32; wrap floats and signed ints. */
-export type Param = number | { f32: number } | { i32: number };
-export const f32 = (x: number): Param => ({ f32: x });
-export const i32 = (x: number): Param => ({ i32: x });
+// How an op runs a kernel (src/engine/wgsl/<kernel>.wgsl):
+//
+//   e.run({ kernel: 'matmul',
+//     bindings: { a, b, bias: bias ?? a, c: out },          // by the kernel's own variable names
+//     defines: { TRANS_B: transB, HAS_BIAS: !!bias, ACT: ACT[act] },
+//     params: { M, N, K, strideA: M * K, strideB: 0, strideC: M * N, alpha }, // by struct Params field
+//     workgroups: [...] });
+//
+// The engine parses each kernel once: every `@group(0) @binding(n) var<storage, …> name: array<E>`
+// must be given under `name`, exactly once (order in the object does not matter); an element type
+// E that is not a WGSL scalar (TX, TOut, …) becomes `alias E = <that tensor's dtype>;`, so one
+// kernel serves f32 and f16 data. Every field of `struct Params` (binding 0) must be given by
+// name; the engine packs it by its declared type (u32, i32, f32, array<vec4<u32>, n>) and rejects
+// a non-integer or negative u32. A missing, extra or misnamed binding or field is an Error naming
+// the kernel and the name.
+
+/** A `struct Params` field's value: a number for a scalar, an array for an `array<vec4<…>, n>`. */
+export type Uniform = number | readonly number[];
 
 export interface Dispatch {
   /** File name in src/engine/wgsl without `.wgsl`. */
   kernel: string;
-  /**
-   * Storage buffers in binding order 1..n (binding 0 is the uniform `params`). Each
-   * name N also defines `alias TN = <dtype>;` so one kernel serves f32 and f16 data.
-   */
+  /** Storage buffers by the kernel's variable names (binding 0 is the uniform `Params`). */
   bindings: Record<string, Tensor>;
   /** Compile-time constants prepended as `const NAME = value;` (tile sizes, op codes). */
   defines?: Record<string, number | boolean>;
-  params?: Param[];
+  /** The fields of the kernel's `struct Params`, by name. */
+  params?: Record<string, Uniform>;
   workgroups: readonly [number, number?, number?];
 }
 
@@ -47,6 +60,7 @@ export class Engine {
   readonly pool: BufferPool;
   private readonly pipelines = new Map<string, GPUComputePipeline>();
   private readonly sources = new Map<string, string>();
+  private readonly interfaces = new Map<string, KernelInterface>();
   private encoder?: GPUCommandEncoder;
   private pass?: GPUComputePassEncoder;
   private readonly uniformCpu = new ArrayBuffer(UNIFORM_SLOT_BYTES * UNIFORM_ARENA_SLOTS);
@@ -190,20 +204,21 @@ export class Engine {
   // ---- dispatch ------------------------------------------------------------
 
   run(d: Dispatch): void {
-    const pipeline = this.pipeline(d);
+    const iface = this.kernelInterface(d.kernel);
+    const pipeline = this.pipeline(d, iface);
     const entries: GPUBindGroupEntry[] = [];
-    if (d.params?.length) {
-      if (this.uniformUsed === UNIFORM_ARENA_SLOTS) this.flush();
-      const offset = this.uniformUsed * this.uniformSlot;
-      if (offset + this.uniformSlot > this.uniformCpu.byteLength) this.flush();
+    if (iface.params) {
+      if ((this.uniformUsed + 1) * this.uniformSlot > this.uniformCpu.byteLength) this.flush();
       const at = this.uniformUsed++ * this.uniformSlot;
-      const bytes = packParams(this.uniformCpu, at, d.params);
-      entries.push({ binding: 0, resource: { buffer: this.uniformGpu, offset: at, size: align(bytes, 16) } });
+      packParams(d.kernel, this.uniformCpu, at, iface, d.params ?? {});
+      entries.push({ binding: 0, resource: { buffer: this.uniformGpu, offset: at, size: iface.paramBytes } });
+    } else if (d.params && Object.keys(d.params).length) {
+      throw new Error(`${d.kernel}: params given, but the kernel declares no struct Params`);
     }
-    let binding = 1;
-    for (const t of Object.values(d.bindings)) {
-      if (t.released || t.base?.released) throw new Error(`${d.kernel}: binding a released tensor`);
-      entries.push({ binding: binding++, resource: { buffer: t.buffer, offset: 0, size: align(t.byteLength || 4, 4) } });
+    for (const { binding, name } of iface.bindings) {
+      const t = d.bindings[name];
+      if (t.released || t.base?.released) throw new Error(`${d.kernel}: binding ${name} is a released tensor`);
+      entries.push({ binding, resource: { buffer: t.buffer, offset: 0, size: align(t.byteLength || 4, 4) } });
     }
     const bindGroup = this.device.createBindGroup({ layout: pipeline.getBindGroupLayout(0), entries });
     this.pass ??= (this.encoder ??= this.device.createCommandEncoder()).beginComputePass();
@@ -279,16 +294,39 @@ export class Engine {
 
   // ---- pipelines -----------------------------------------------------------
 
-  private pipeline(d: Dispatch): GPUComputePipeline {
-    const types = Object.entries(d.bindings).map(([name, t]) => `${name}:${t.dtype}`).join(',');
+  /** Checks the dispatch's bindings against the kernel's and returns (cached) its pipeline. */
+  private pipeline(d: Dispatch, iface: KernelInterface): GPUComputePipeline {
+    const aliases = new Map<string, DType>();
+    for (const { name, elem } of iface.bindings) {
+      const t = d.bindings[name];
+      if (!t) {
+        throw new Error(`${d.kernel}: binding ${name} missing (the kernel binds ${iface.bindings.map((b) => b.name).join(', ')})`);
+      }
+      if (elem === 'f32' || elem === 'f16' || elem === 'i32' || elem === 'u32') {
+        if (t.dtype !== elem) throw new Error(`${d.kernel}: binding ${name} is array<${elem}>, given ${t.dtype} ${t}`);
+      } else if ((aliases.get(elem) ?? t.dtype) !== t.dtype) {
+        throw new Error(`${d.kernel}: bindings sharing element type ${elem} are given ${aliases.get(elem)} and ${t.dtype}`);
+      } else {
+        aliases.set(elem, t.dtype);
+      }
+    }
+    for (const name of Object.keys(d.bindings)) {
+      if (!iface.bindings.some((b) => b.name === name)) {
+        throw new Error(`${d.kernel}: no binding named ${name} (the kernel binds ${iface.bindings.map((b) => b.name).join(', ')})`);
+      }
+    }
+    for (const k of Object.keys(d.defines ?? {})) {
+      if (aliases.has(k)) throw new Error(`${d.kernel}: define ${k} collides with the element type alias ${k}`);
+    }
+    const types = iface.bindings.map(({ name }) => `${name}:${d.bindings[name].dtype}`).join(',');
     const defines = Object.entries(d.defines ?? {}).map(([k, v]) => `${k}=${v}`).join(',');
     const key = `${d.kernel}|${types}|${defines}`;
     let pipeline = this.pipelines.get(key);
     if (pipeline) return pipeline;
-    const usesF16 = Object.values(d.bindings).some((t) => t.dtype === 'f16');
+    const usesF16 = iface.bindings.some(({ name }) => d.bindings[name].dtype === 'f16');
     const header = [
       usesF16 ? 'enable f16;' : '',
-      ...Object.entries(d.bindings).map(([name, t]) => `alias T${name} = ${t.dtype};`),
+      ...[...aliases].map(([alias, dtype]) => `alias ${alias} = ${dtype};`),
       ...Object.entries(d.defines ?? {}).map(([k, v]) =>
         typeof v === 'boolean' ? `const ${k} = ${v};` : `const ${k} = ${Number.isInteger(v) ? `${v}u` : `${v}f`};`,
       ),
@@ -303,27 +341,49 @@ export class Engine {
   private source(kernel: string): string {
     let src = this.sources.get(kernel);
     if (src === undefined) {
-      // `//!include name.wgsl` pastes a shared helper file (activations, reductions).
-      src = readFileSync(new URL(`${kernel}.wgsl`, WGSL_DIR), 'utf8').replace(
-        /^\/\/!include (\S+)\.wgsl$/gm,
-        (_, name: string) => this.source(name),
-      );
+      // `//!include name.wgsl` pastes a shared helper file (activations, reductions), once.
+      src = expandIncludes(kernel, (name) => readFileSync(new URL(`${name}.wgsl`, WGSL_DIR), 'utf8'));
       this.sources.set(kernel, src);
     }
     return src;
   }
+
+  /** The kernel's storage bindings and `struct Params`, parsed once. */
+  kernelInterface(kernel: string): KernelInterface {
+    let iface = this.interfaces.get(kernel);
+    if (!iface) {
+      iface = parseInterface(kernel, this.source(kernel));
+      if (iface.paramBytes > this.uniformSlot) throw new Error(`${kernel}: struct Params of ${iface.paramBytes} bytes exceeds a uniform slot`);
+      this.interfaces.set(kernel, iface);
+    }
+    return iface;
+  }
 }
 
-function packParams(arena: ArrayBuffer, at: number, params: Param[]): number {
-  const u = new Uint32Array(arena, at, params.length);
-  const f = new Float32Array(arena, at, params.length);
-  const s = new Int32Array(arena, at, params.length);
-  params.forEach((p, i) => {
-    if (typeof p === 'number') u[i] = p;
-    else if ('f32' in p) f[i] = p.f32;
-    else s[i] = p.i32;
-  });
-  return params.length * 4;
+/** Writes the dispatch's named uniforms at `at` in the kernel's `struct Params` layout. */
+function packParams(kernel: string, arena: ArrayBuffer, at: number, iface: KernelInterface, params: Record<string, Uniform>): void {
+  const u = new Uint32Array(arena, at, iface.paramBytes / 4);
+  const f = new Float32Array(arena, at, iface.paramBytes / 4);
+  const s = new Int32Array(arena, at, iface.paramBytes / 4);
+  for (const field of iface.params!) {
+    const value = params[field.name];
+    if (value === undefined) throw new Error(`${kernel}: param ${field.name} missing`);
+    const values = typeof value === 'number' ? [value] : value;
+    if ((typeof value === 'number') !== (field.count === 1) || values.length !== field.count) {
+      throw new Error(`${kernel}: param ${field.name} holds ${field.count} value(s), given ${JSON.stringify(value)}`);
+    }
+    const i0 = field.offset / 4;
+    values.forEach((v, i) => {
+      if (field.kind === 'f32') f[i0 + i] = v;
+      else if (field.kind === 'u32' && Number.isInteger(v) && v >= 0 && v < 2 ** 32) u[i0 + i] = v;
+      else if (field.kind === 'i32' && Number.isInteger(v) && Math.abs(v) < 2 ** 31) s[i0 + i] = v;
+      else throw new Error(`${kernel}: param ${field.name} = ${v} is not a ${field.kind}`);
+    });
+  }
+  if (Object.keys(params).length !== iface.params!.length) {
+    const extra = Object.keys(params).filter((k) => !iface.params!.some((p) => p.name === k));
+    throw new Error(`${kernel}: no param named ${extra.join(', ')} in struct Params`);
+  }
 }
 
 function collectTensors(value: unknown, into: Set<Tensor>): void {

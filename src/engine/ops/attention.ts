@@ -1,5 +1,4 @@
 import type { Engine } from '../engine.js';
-import { f32 } from '../engine.js';
 import type { Tensor } from '../tensor.js';
 import { assertShape } from './common.js';
 
@@ -22,7 +21,9 @@ export interface AttentionOptions {
 /**
  * Multi-head scaled-dot-product attention on projection outputs:
  * q [B, Lq, heads·d], k/v [B, Lk, heads·d] (or column slices of fused projections)
- * → [B, Lq, heads·d]. Never materialises the Lq×Lk score matrix.
+ * → [B, Lq, heads·d]. Never materialises the Lq×Lk score matrix. Given `lse`
+ * (f32, [B, heads, Lq]), it also saves each query row's log-sum-exp of its scaled
+ * scores for attentionBackward.
  */
 export function attention(
   e: Engine,
@@ -30,30 +31,99 @@ export function attention(
   k: Tensor | AttentionOperand,
   v: Tensor | AttentionOperand,
   opts: AttentionOptions,
+  lse?: Tensor,
 ): Tensor {
-  const [Q, Kt, V] = [q, k, v].map((x) => ('t' in x ? x : { t: x }));
-  const [B, Lq] = Q.t.shape;
-  const Lk = Kt.t.shape[1];
-  const { heads, causal = false } = opts;
-  const headDim = opts.headDim ?? Q.t.shape[2] / heads;
-  assertShape('attention', Number.isInteger(headDim), `${Q.t.shape[2]} channels do not split into ${heads} heads`);
-  const width = heads * headDim;
-  assertShape('attention', Kt.t.shape[0] === B && V.t.shape[0] === B && V.t.shape[1] === Lk, `q ${Q.t}, k ${Kt.t}, v ${V.t}`);
-  // Per-thread q and accumulator rows live in registers (spilling beyond); 512 is the SD VAE's one-head mid-block.
-  assertShape('attention', headDim <= 512, `head size ${headDim} > 512 is not supported`);
-  const out = e.empty([B, Lq, width], Q.t.dtype);
+  const a = plan('attention', q, k, v, opts);
+  if (lse) assertShape('attention', lse.size === a.B * opts.heads * a.Lq && lse.dtype === 'f32', `lse ${lse} for ${a.Q.t}`);
+  const out = e.empty([a.B, a.Lq, a.width], a.Q.t.dtype);
+  // The kernel always writes the row statistics (one float a row): unasked, to a scratch buffer.
+  const saved = lse ?? e.empty([a.B, opts.heads, a.Lq]);
   e.run({
     kernel: 'attention',
-    bindings: { Q: Q.t, K: Kt.t, V: V.t, O: out },
+    bindings: { q: a.Q.t, k: a.K.t, v: a.V.t, o: out, lse: saved },
     // Shared K and V tiles take 16 KiB whatever the head size (limit: 16 KiB and up).
-    defines: { HEAD_DIM: headDim, KEYS: Math.max(1, Math.min(64, Math.floor(2048 / headDim))), CAUSAL: causal },
-    params: [
-      heads, Lq, Lk,
-      Q.stride ?? width, Kt.stride ?? width, V.stride ?? width,
-      Q.offset ?? 0, Kt.offset ?? 0, V.offset ?? 0,
-      f32(opts.scale ?? 1 / Math.sqrt(headDim)),
-    ],
-    workgroups: [Math.ceil(Lq / 64), heads, B],
+    defines: { HEAD_DIM: a.headDim, KEYS: Math.max(1, Math.min(64, Math.floor(2048 / a.headDim))), CAUSAL: a.causal },
+    params: a.params,
+    workgroups: [Math.ceil(a.Lq / 64), opts.heads, a.B],
   });
+  if (!lse) e.release(saved);
   return out;
+}
+
+/** Which of dq, dk, dv attentionBackward computes. */
+export interface AttentionNeeds { dq?: boolean; dk?: boolean; dv?: boolean }
+
+/**
+ * Gradients of `attention` (FlashAttention-2 style, never an Lq×Lk matrix) from its
+ * inputs, output `out`, the saved `lse` and the upstream gradient `dout` (both dense
+ * [B, Lq, heads·d]). dq [B, Lq, heads·d] and dk, dv [B, Lk, heads·d] are dense even
+ * when q/k/v are slices of a fused projection, and have dout's dtype. Two passes
+ * without atomics: one over query blocks for dq, one over key blocks for dk and dv
+ * (computed together when either is needed).
+ */
+export function attentionBackward(
+  e: Engine,
+  q: Tensor | AttentionOperand,
+  k: Tensor | AttentionOperand,
+  v: Tensor | AttentionOperand,
+  out: Tensor,
+  lse: Tensor,
+  dout: Tensor,
+  opts: AttentionOptions,
+  needs: AttentionNeeds,
+): { dq?: Tensor; dk?: Tensor; dv?: Tensor } {
+  const a = plan('attentionBackward', q, k, v, opts);
+  const { B, Lq, Lk, width, headDim } = a;
+  assertShape('attentionBackward', out.size === B * Lq * width && dout.size === out.size && lse.size === B * opts.heads * Lq,
+    `out ${out}, dout ${dout}, lse ${lse} for ${a.Q.t}`);
+  const inputs = { q: a.Q.t, k: a.K.t, v: a.V.t, o: out, lse, dout };
+  const grads: { dq?: Tensor; dk?: Tensor; dv?: Tensor } = {};
+  if (needs.dq) {
+    grads.dq = e.empty([B, Lq, width], dout.dtype);
+    e.run({
+      kernel: 'attention_back_dq',
+      bindings: { ...inputs, dq: grads.dq },
+      defines: { HEAD_DIM: headDim, KEYS: Math.max(1, Math.min(64, Math.floor(2048 / headDim))), CAUSAL: a.causal },
+      params: a.params,
+      workgroups: [Math.ceil(Lq / 64), opts.heads, B],
+    });
+  }
+  if (needs.dk || needs.dv) {
+    const dk = e.empty([B, Lk, width], dout.dtype);
+    const dv = e.empty([B, Lk, width], dout.dtype);
+    e.run({
+      kernel: 'attention_back',
+      bindings: { ...inputs, dk, dv },
+      // Shared q and dO tiles plus two floats per row stay within 16 KiB.
+      defines: { HEAD_DIM: headDim, ROWS: Math.max(1, Math.min(64, Math.floor(2048 / (headDim + 1)))), CAUSAL: a.causal },
+      params: a.params,
+      workgroups: [Math.ceil(Lk / 64), opts.heads, B],
+    });
+    if (needs.dk) grads.dk = dk;
+    else e.release(dk);
+    if (needs.dv) grads.dv = dv;
+    else e.release(dv);
+  }
+  return grads;
+}
+
+/** Operands, shapes and the params struct shared by the forward and backward kernels. */
+function plan(op: string, q: Tensor | AttentionOperand, k: Tensor | AttentionOperand, v: Tensor | AttentionOperand, opts: AttentionOptions) {
+  const [Q, K, V] = [q, k, v].map((x) => ('t' in x ? x : { t: x }));
+  const [B, Lq] = Q.t.shape;
+  const Lk = K.t.shape[1];
+  const { heads, causal = false } = opts;
+  const headDim = opts.headDim ?? Q.t.shape[2] / heads;
+  assertShape(op, Number.isInteger(headDim), `${Q.t.shape[2]} channels do not split into ${heads} heads`);
+  const width = heads * headDim;
+  assertShape(op, K.t.shape[0] === B && V.t.shape[0] === B && V.t.shape[1] === Lk, `q ${Q.t}, k ${K.t}, v ${V.t}`);
+  // Per-thread q and accumulator rows live in registers (spilling beyond); 512 is the SD VAE's one-head mid-block.
+  assertShape(op, headDim <= 512, `head size ${headDim} > 512 is not supported`);
+  const params = {
+    heads, Lq, Lk,
+    qStride: Q.stride ?? width, kStride: K.stride ?? width, vStride: V.stride ?? width,
+    qOff: Q.offset ?? 0, kOff: K.offset ?? 0, vOff: V.offset ?? 0,
+    scale: opts.scale ?? 1 / Math.sqrt(headDim),
+  };
+  return { Q, K, V, B, Lq, Lk, headDim, width, causal, params };
 }

@@ -1,16 +1,19 @@
-import type { Engine, Param } from '../engine.js';
+import type { Engine } from '../engine.js';
 import { grid } from '../engine.js';
 import type { Tensor } from '../tensor.js';
 
 export const MAX_DIMS = 8;
 
-/** Activation codes shared with activations.wgsl. */
-export const ACT = { none: 0, gelu: 1, quick_gelu: 2, silu: 3, sigmoid: 4, leaky_relu: 5 } as const;
+/** Activation codes shared with activations.wgsl (sqrt/rsqrt: elementwise maths on the same path). */
+export const ACT = { none: 0, gelu: 1, quick_gelu: 2, silu: 3, sigmoid: 4, leaky_relu: 5, relu: 6, sqrt: 7, rsqrt: 8 } as const;
 export type Activation = keyof typeof ACT;
 
+/** The activations a model config (hidden_act, act_fn) may name. */
+const CONFIG_ACTIVATIONS: readonly Activation[] = ['gelu', 'quick_gelu', 'silu', 'sigmoid', 'relu'];
+
 export function activationFromConfig(name: string, where: string): Activation {
-  if (name in ACT && name !== 'none') return name as Activation;
-  throw new Error(`${where}: unsupported activation "${name}" (supported: gelu, quick_gelu, silu, sigmoid)`);
+  if ((CONFIG_ACTIVATIONS as readonly string[]).includes(name)) return name as Activation;
+  throw new Error(`${where}: unsupported activation "${name}" (supported: ${CONFIG_ACTIVATIONS.join(', ')})`);
 }
 
 export function assertShape(op: string, cond: boolean, message: string): void {
@@ -48,7 +51,7 @@ export function rowWorkgroup(D: number): number {
 
 /**
  * Shared dispatch of the one-workgroup-per-row kernels (layer_norm, softmax,
- * l2_normalize): their params start with rows, D, a float, groupsX.
+ * l2_normalize): their params are rows, D, groupsX and one float (eps or scale).
  */
 export function runRows(
   e: Engine,
@@ -56,9 +59,8 @@ export function runRows(
   bindings: Record<string, Tensor>,
   rows: number,
   D: number,
-  value: number,
+  value: { eps: number } | { scale: number },
 ): void {
   const workgroups = grid(rows);
-  const params: Param[] = [rows, D, { f32: value }, workgroups[0]];
-  e.run({ kernel, bindings, params, defines: { WG: rowWorkgroup(D) }, workgroups });
+  e.run({ kernel, bindings, params: { rows, D, ...value, groupsX: workgroups[0] }, defines: { WG: rowWorkgroup(D) }, workgroups });
 }

@@ -1,7 +1,9 @@
 import type { Engine } from '../engine.js';
-import { f32 } from '../engine.js';
+import { align } from '../engine.js';
 import type { Tensor } from '../tensor.js';
 import { ACT, assertShape, type Activation } from './common.js';
+import { sumTo } from './elementwise.js';
+import { kSplits } from './matmul.js';
 
 export interface Conv2dOptions {
   stride?: number | [number, number];
@@ -9,6 +11,8 @@ export interface Conv2dOptions {
   padding?: number | [number, number] | [number, number, number, number];
   bias?: Tensor;
   act?: Activation;
+  /** Slope for leaky_relu (PyTorch's default 0.01). */
+  alpha?: number;
 }
 
 /** x [B, Cin, H, W] ⊛ w [Cout, Cin, KH, KW] → [B, Cout, Ho, Wo] (groups = 1, dilation 1). */
@@ -27,12 +31,69 @@ export function conv2d(e: Engine, x: Tensor, w: Tensor, opts: Conv2dOptions = {}
   const y = e.empty([B, Cout, Ho, Wo], x.dtype);
   e.run({
     kernel: 'conv2d',
-    bindings: { X: x, W: w, Bias: opts.bias ?? w, Y: y },
+    bindings: { x, w, bias: opts.bias ?? w, y },
     defines: { HAS_BIAS: !!opts.bias, ACT: ACT[opts.act ?? 'none'] },
-    params: [Cin, H, W, Cout, Ho, Wo, KH, KW, sh, sw, top, left, f32(0)],
+    params: { Cin, H, W, Cout, Ho, Wo, KH, KW, strideH: sh, strideW: sw, padH: top, padW: left, alpha: opts.alpha ?? 0.01 },
     workgroups: [Math.ceil((Ho * Wo) / 64), Math.ceil(Cout / 64), B],
   });
   return y;
+}
+
+export interface Conv2dGrads {
+  dx?: Tensor;
+  dw?: Tensor;
+  dbias?: Tensor;
+}
+
+/**
+ * Gradients of conv2d for the upstream gradient dy [B, Cout, Ho, Wo], only those `needs` asks
+ * for: dx as a transposed implicit GEMM, dw (f32, the master weights' dtype) as a GEMM over
+ * batch × output pixels, dbias as dy summed over batch and pixels (dx and dbias in dy's dtype).
+ * No atomics: the results do not depend on scheduling. A fused activation is not
+ * differentiated here: while taping, training runs conv2d without it and the activation as its
+ * own op, whose backward gives dy at the pre-activation (that op's saved input), so nothing is
+ * recomputed and no kernel needs a second output.
+ */
+export function conv2dBackward(e: Engine, x: Tensor, w: Tensor, dy: Tensor, opts: Pick<Conv2dOptions, 'stride' | 'padding'>,
+  needs: { x?: boolean; w?: boolean; bias?: boolean }): Conv2dGrads {
+  const [sh, sw] = pair(opts.stride ?? 1);
+  const [top, , left] = padding4(opts.padding ?? 0);
+  const [B, Cin, H, W] = x.shape;
+  const [Cout, , KH, KW] = w.shape;
+  const [, , Ho, Wo] = dy.shape;
+  assertShape('conv2dBackward', dy.shape.length === 4 && dy.shape[0] === B && dy.shape[1] === Cout,
+    `gradient ${dy} for input ${x} and weight ${w}`);
+  const geometry = { Cin, H, W, Cout, Ho, Wo, KH, KW, strideH: sh, strideW: sw, padH: top, padW: left };
+  const grads: Conv2dGrads = {};
+  if (needs.x) {
+    const dx = e.empty(x.shape, dy.dtype);
+    e.run({
+      kernel: 'conv2d_back_data',
+      bindings: { w, dy, dx },
+      params: geometry,
+      // Grid for the largest phase class (ih ≡ 0 mod sh, iw ≡ 0 mod sw); smaller classes skip the excess.
+      workgroups: [Math.ceil((Math.ceil(H / sh) * Math.ceil(W / sw)) / 64), Math.ceil(Cin / 64), B * sh * sw],
+    });
+    grads.dx = dx;
+  }
+  if (needs.w) {
+    const Kc = Cin * KH * KW;
+    const R = B * Ho * Wo;
+    const tiles = Math.ceil(Kc / 64) * Math.ceil(Cout / 64);
+    const rChunk = align(Math.ceil(R / kSplits(tiles, R)), 16);
+    const chunks = Math.ceil(R / rChunk);
+    const partial = e.empty(chunks > 1 ? [chunks, ...w.shape] : w.shape, 'f32');
+    e.run({
+      kernel: 'conv2d_back_weight',
+      bindings: { x, dy, dw: partial },
+      params: { B, ...geometry, rChunk },
+      workgroups: [Math.ceil(Kc / 64), Math.ceil(Cout / 64), chunks],
+    });
+    grads.dw = chunks > 1 ? sumTo(e, partial, w.shape) : partial;
+    if (chunks > 1) e.release(partial);
+  }
+  if (needs.bias) grads.dbias = sumTo(e, dy, [Cout, 1, 1]).reshape([Cout]);
+  return grads;
 }
 
 const pair = (v: number | [number, number]): [number, number] => (typeof v === 'number' ? [v, v] : v);

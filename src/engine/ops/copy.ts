@@ -1,6 +1,7 @@
 import type { Engine } from '../engine.js';
 import { numel, type DType, type Tensor } from '../tensor.js';
 import { assertShape, elementwiseGrid, pad8, stridesOf } from './common.js';
+import { sumTo } from './elementwise.js';
 
 interface StridedView {
   shape: readonly number[];
@@ -17,8 +18,8 @@ function copyInto(e: Engine, src: Tensor, from: StridedView, dst: Tensor, to: St
   const { workgroups, groupsX } = elementwiseGrid(n);
   e.run({
     kernel: 'copy_strided',
-    bindings: { Src: src, Dst: dst },
-    params: [...s.shape, ...s.strides, ...d.strides, n, from.offset, to.offset, groupsX],
+    bindings: { src, dst },
+    params: { shape: s.shape, srcStride: s.strides, dstStride: d.strides, n, srcOff: from.offset, dstOff: to.offset, groupsX },
     workgroups,
   });
 }
@@ -34,6 +35,16 @@ export function slice(e: Engine, x: Tensor, axis: number, start: number, end: nu
   const out = e.empty(shape, x.dtype);
   copyInto(e, x, { shape, strides, offset: start * strides[ax] }, out, contiguous(shape));
   return out;
+}
+
+/** Backward of `slice`: dy copied into a zero gradient of x's shape at `start` along `axis`. */
+export function sliceBackward(e: Engine, dy: Tensor, xShape: readonly number[], axis: number, start: number): Tensor {
+  const ax = axis < 0 ? xShape.length + axis : axis;
+  assertShape('sliceBackward', dy.shape.length === xShape.length && dy.shape.every((d, i) => (i === ax ? start + d <= xShape[i] : d === xShape[i])), `gradient ${dy} at ${start} on axis ${ax} of [${xShape}]`);
+  const dx = e.zeros(xShape, dy.dtype);
+  const strides = stridesOf(xShape);
+  copyInto(e, dy, contiguous(dy.shape), dx, { shape: dy.shape, strides, offset: start * strides[ax] });
+  return dx;
 }
 
 /** Concatenation along `axis`; all other dimensions must agree. */
@@ -54,6 +65,14 @@ export function concat(e: Engine, xs: Tensor[], axis: number): Tensor {
   return out;
 }
 
+/** Backward of `concat`: dy split back into the inputs' `sizes` along `axis`. */
+export function concatBackward(e: Engine, dy: Tensor, sizes: readonly number[], axis: number): Tensor[] {
+  const ax = axis < 0 ? dy.shape.length + axis : axis;
+  assertShape('concatBackward', sizes.reduce((s, d) => s + d, 0) === dy.shape[ax], `sizes [${sizes}] on axis ${ax} of ${dy}`);
+  let at = 0;
+  return sizes.map((d) => slice(e, dy, ax, at, (at += d)));
+}
+
 /** Axis permutation, e.g. permute(x, [0, 2, 1]) transposes the last two axes. */
 export function permute(e: Engine, x: Tensor, order: number[]): Tensor {
   assertShape('permute', order.length === x.shape.length && [...order].sort().every((v, i) => v === i), `order [${order}] for ${x}`);
@@ -62,6 +81,13 @@ export function permute(e: Engine, x: Tensor, order: number[]): Tensor {
   const out = e.empty(shape, x.dtype);
   copyInto(e, x, { shape, strides: order.map((i) => src[i]), offset: 0 }, out, contiguous(shape));
   return out;
+}
+
+/** Backward of `permute`: the inverse permutation of dy. */
+export function permuteBackward(e: Engine, dy: Tensor, order: readonly number[]): Tensor {
+  const inverse = new Array<number>(order.length);
+  order.forEach((o, i) => (inverse[o] = i));
+  return permute(e, dy, inverse);
 }
 
 /** Repeats x along broadcast (size-1 or missing leading) axes to `shape`. */
@@ -79,8 +105,12 @@ export function expand(e: Engine, x: Tensor, shape: number[]): Tensor {
   return out;
 }
 
-/** The same values in another element type (f32 ↔ f16). */
+/** Backward of `expand`: dy summed over the expanded axes. */
+export const expandBackward = (e: Engine, dy: Tensor, xShape: readonly number[]): Tensor => sumTo(e, dy, xShape);
+
+/** The same values in another element type (f32 ↔ f16); x itself when it already has that type. */
 export function cast(e: Engine, x: Tensor, dtype: DType): Tensor {
+  if (x.dtype === dtype) return x;
   const out = e.empty(x.shape, dtype);
   copyInto(e, x, contiguous(x.shape), out, contiguous(x.shape));
   return out;
@@ -95,4 +125,46 @@ export function upsampleNearest2x(e: Engine, x: Tensor): Tensor {
   const shape = [N * C, H, 2, W, 2];
   copyInto(e, x, { shape, strides: [H * W, W, 0, 1, 0], offset: 0 }, out, contiguous(shape));
   return out;
+}
+
+/** Backward of `upsampleNearest2x`: dy [N, C, 2H, 2W] → the sum of each 2×2 block [N, C, H, W]. */
+export function upsampleNearest2xBackward(e: Engine, dy: Tensor): Tensor {
+  assertShape('upsampleNearest2xBackward', dy.shape.length === 4 && dy.shape[2] % 2 === 0 && dy.shape[3] % 2 === 0, `need [N, C, 2H, 2W], got ${dy}`);
+  const [N, C, H2, W2] = dy.shape;
+  const [H, W] = [H2 / 2, W2 / 2];
+  return sumTo(e, dy.reshape([N * C, H, 2, W, 2]), [N * C, H, 1, W, 1]).reshape([N, C, H, W]);
+}
+
+/**
+ * F.interpolate(x, size=(Ho, Wo), mode='nearest') of [N, C, H, W] where each side doubles or
+ * doubles less one: the up path of a UNet on a latent side that is odd at some level (diffusers
+ * passes the skip's size). PyTorch takes source floor(o·H/Ho); for Ho = 2H − 1 and o < Ho that is
+ * floor(o/2), so the result is the ×2 upsampling cropped to Ho×Wo.
+ */
+export function upsampleNearest(e: Engine, x: Tensor, Ho: number, Wo: number): Tensor {
+  assertShape('upsampleNearest', x.shape.length === 4, `need [N, C, H, W], got ${x}`);
+  const [N, C, H, W] = x.shape;
+  assertShape('upsampleNearest', (Ho === 2 * H || Ho === 2 * H - 1) && (Wo === 2 * W || Wo === 2 * W - 1), `${x} to ${Ho}×${Wo}: each side must double, or double less one`);
+  if (Ho === 2 * H && Wo === 2 * W) return upsampleNearest2x(e, x);
+  return e.tidy(() => {
+    const up = upsampleNearest2x(e, x);
+    const out = e.empty([N, C, Ho, Wo], x.dtype);
+    const shape = [N * C, Ho, Wo];
+    copyInto(e, up, { shape, strides: [4 * H * W, 2 * W, 1], offset: 0 }, out, contiguous(shape));
+    return out;
+  });
+}
+
+/** Backward of `upsampleNearest` to x's H×W: dy zero-padded back to 2H×2W, then each 2×2 block summed. */
+export function upsampleNearestBackward(e: Engine, dy: Tensor, H: number, W: number): Tensor {
+  assertShape('upsampleNearestBackward', dy.shape.length === 4, `need [N, C, Ho, Wo], got ${dy}`);
+  const [N, C, Ho, Wo] = dy.shape;
+  assertShape('upsampleNearestBackward', (Ho === 2 * H || Ho === 2 * H - 1) && (Wo === 2 * W || Wo === 2 * W - 1), `gradient ${dy} for a ${H}×${W} input`);
+  if (Ho === 2 * H && Wo === 2 * W) return upsampleNearest2xBackward(e, dy);
+  return e.tidy(() => {
+    const full = e.zeros([N, C, 2 * H, 2 * W], dy.dtype);
+    const shape = [N * C, Ho, Wo];
+    copyInto(e, dy, contiguous(shape), full, { shape, strides: [4 * H * W, 2 * W, 1], offset: 0 });
+    return upsampleNearest2xBackward(e, full);
+  });
 }

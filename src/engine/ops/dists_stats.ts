@@ -1,5 +1,4 @@
 import type { Engine } from '../engine.js';
-import { f32 } from '../engine.js';
 import type { Tensor } from '../tensor.js';
 import { assertShape, rowWorkgroup } from './common.js';
 
@@ -13,9 +12,9 @@ export function distsStats(e: Engine, x: Tensor, y: Tensor, c1 = 1e-6, c2 = 1e-6
   const out = e.empty([C, 2]);
   e.run({
     kernel: 'dists_stats',
-    bindings: { X: x, Y: y, Out: out },
+    bindings: { x, y, out },
     defines: { WG: rowWorkgroup(H * W) },
-    params: [C, H * W, f32(c1), f32(c2)],
+    params: { C, P: H * W, c1, c2 },
     workgroups: [C],
   });
   return out;

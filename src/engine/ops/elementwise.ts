@@ -1,7 +1,7 @@
 import type { Engine } from '../engine.js';
-import { f32 } from '../engine.js';
-import type { Tensor } from '../tensor.js';
-import { ACT, assertShape, elementwiseGrid, pad8, stridesOf, type Activation } from './common.js';
+import { grid } from '../engine.js';
+import { numel, type Tensor } from '../tensor.js';
+import { ACT, assertShape, elementwiseGrid, pad8, rowWorkgroup, stridesOf, type Activation } from './common.js';
 
 /** y = act(x) · scale + shift. */
 export function unary(e: Engine, x: Tensor, act: Activation, opts: { alpha?: number; scale?: number; shift?: number } = {}): Tensor {
@@ -9,9 +9,9 @@ export function unary(e: Engine, x: Tensor, act: Activation, opts: { alpha?: num
   const { workgroups, groupsX } = elementwiseGrid(x.size);
   e.run({
     kernel: 'unary',
-    bindings: { X: x, Y: y },
+    bindings: { x, y },
     defines: { ACT: ACT[act] },
-    params: [x.size, f32(opts.alpha ?? 0), f32(opts.scale ?? 1), f32(opts.shift ?? 0), groupsX],
+    params: { n: x.size, alpha: opts.alpha ?? 0, scale: opts.scale ?? 1, shift: opts.shift ?? 0, groupsX },
     workgroups,
   });
   return y;
@@ -21,10 +21,29 @@ export const gelu = (e: Engine, x: Tensor): Tensor => unary(e, x, 'gelu');
 export const quickGelu = (e: Engine, x: Tensor): Tensor => unary(e, x, 'quick_gelu');
 export const silu = (e: Engine, x: Tensor): Tensor => unary(e, x, 'silu');
 export const sigmoid = (e: Engine, x: Tensor): Tensor => unary(e, x, 'sigmoid');
+export const relu = (e: Engine, x: Tensor): Tensor => unary(e, x, 'relu');
+export const sqrt = (e: Engine, x: Tensor): Tensor => unary(e, x, 'sqrt');
+export const rsqrt = (e: Engine, x: Tensor): Tensor => unary(e, x, 'rsqrt');
 export const leakyRelu = (e: Engine, x: Tensor, slope = 0.01): Tensor => unary(e, x, 'leaky_relu', { alpha: slope });
 export const scale = (e: Engine, x: Tensor, s: number, shift = 0): Tensor => unary(e, x, 'none', { scale: s, shift });
 
+/** Backward of `unary`: dx = dy · scale · act'(x), in dy's dtype (act' at a ReLU kink is PyTorch's: 0 takes the left slope). */
+export function unaryBackward(e: Engine, act: Activation, x: Tensor, dy: Tensor, opts: { alpha?: number; scale?: number } = {}): Tensor {
+  assertShape('unaryBackward', dy.size === x.size, `gradient ${dy} for input ${x}`);
+  const dx = e.empty(x.shape, dy.dtype);
+  const { workgroups, groupsX } = elementwiseGrid(x.size);
+  e.run({
+    kernel: 'unary_back',
+    bindings: { x, dy, dx },
+    defines: { ACT: ACT[act] },
+    params: { n: x.size, alpha: opts.alpha ?? 0, scale: opts.scale ?? 1, groupsX },
+    workgroups,
+  });
+  return dx;
+}
+
 const BINARY_OPS = { add: 0, sub: 1, mul: 2, div: 3 } as const;
+export type BinaryOp = keyof typeof BINARY_OPS;
 
 /** NumPy broadcasting of two shapes → output shape and each input's strides. */
 export function broadcast(a: readonly number[], b: readonly number[]): { shape: number[]; sa: number[]; sb: number[] } {
@@ -52,9 +71,9 @@ function binary(e: Engine, op: keyof typeof BINARY_OPS, a: Tensor, b: Tensor): T
   const { workgroups, groupsX } = elementwiseGrid(out.size);
   e.run({
     kernel: 'binary',
-    bindings: { A: a, B: b, Out: out },
+    bindings: { a, b, out },
     defines: { OP: BINARY_OPS[op] },
-    params: [...A.shape, ...A.strides, ...B.strides, out.size, groupsX],
+    params: { shape: A.shape, strideA: A.strides, strideB: B.strides, n: out.size, groupsX },
     workgroups,
   });
   return out;
@@ -65,6 +84,83 @@ export const sub = (e: Engine, a: Tensor, b: Tensor): Tensor => binary(e, 'sub',
 export const mul = (e: Engine, a: Tensor, b: Tensor): Tensor => binary(e, 'mul', a, b);
 export const div = (e: Engine, a: Tensor, b: Tensor): Tensor => binary(e, 'div', a, b);
 
+/**
+ * Backward of out = a OP b with broadcasting, given dy = dL/dout: each gradient is summed back
+ * to its operand's shape (`sumTo`); only those asked for in `needs` are computed. A gradient may
+ * be dy itself or a view of it (add, sub without broadcasting): never write into it.
+ */
+export function binaryBackward(
+  e: Engine, op: BinaryOp, a: Tensor, b: Tensor, dy: Tensor, needs: { a?: boolean; b?: boolean } = { a: true, b: true },
+): { da?: Tensor; db?: Tensor } {
+  assertShape('binaryBackward', broadcast(a.shape, b.shape).shape.join() === dy.shape.join(), `gradient ${dy} for ${a} ${op} ${b}`);
+  return e.tidy(() => {
+    const { a: needA, b: needB } = needs;
+    switch (op) {
+      case 'add':
+        return { da: needA ? sumTo(e, dy, a.shape) : undefined, db: needB ? sumTo(e, dy, b.shape) : undefined };
+      case 'sub':
+        return { da: needA ? sumTo(e, dy, a.shape) : undefined, db: needB ? scale(e, sumTo(e, dy, b.shape), -1) : undefined };
+      case 'mul':
+        return { da: needA ? sumTo(e, mul(e, dy, b), a.shape) : undefined, db: needB ? sumTo(e, mul(e, dy, a), b.shape) : undefined };
+      case 'div':
+        // d(a/b)/db = −(a/b)/b
+        return {
+          da: needA ? sumTo(e, div(e, dy, b), a.shape) : undefined,
+          db: needB ? scale(e, sumTo(e, div(e, mul(e, dy, div(e, a, b)), b), b.shape), -1) : undefined,
+        };
+    }
+  });
+}
+
+/**
+ * t summed over the axes that broadcasting added to `shape` (right-aligned; 1 or missing in
+ * `shape`), reshaped to `shape`: the gradient of an operand broadcast to t's shape (ggml's
+ * repeat_back). A view of t when nothing is summed.
+ */
+export function sumTo(e: Engine, t: Tensor, shape: readonly number[]): Tensor {
+  const lead = t.shape.length - shape.length;
+  assertShape('sumTo', lead >= 0 && shape.every((d, i) => d === t.shape[lead + i] || d === 1), `${t} to [${shape}]`);
+  assertShape('sumTo', t.shape.length <= 8, `rank of ${t} above 8`);
+  // Runs of kept or summed axes merge into one (t is contiguous): at most 4 groups of each.
+  const strides = stridesOf(t.shape);
+  const keep = { shape: [] as number[], strides: [] as number[] };
+  const red = { shape: [] as number[], strides: [] as number[] };
+  let last: typeof keep | undefined;
+  t.shape.forEach((size, i) => {
+    if (size === 1) return;
+    const group = i >= lead && shape[i - lead] === size ? keep : red;
+    if (group === last) {
+      group.shape[group.shape.length - 1] *= size;
+      group.strides[group.strides.length - 1] = strides[i];
+    } else {
+      group.shape.push(size);
+      group.strides.push(strides[i]);
+    }
+    last = group;
+  });
+  if (red.shape.length === 0) return t.reshape(shape);
+  const pad4 = (v: number[], fill: number): number[] => [...Array(4 - v.length).fill(fill), ...v];
+  const nOut = numel(keep.shape);
+  const R = numel(red.shape);
+  const y = e.empty(shape, t.dtype);
+  // Long sums get a workgroup each; short ones (an upsampling's 2×2 blocks) a thread each.
+  const split = R >= 64;
+  const WG = split ? rowWorkgroup(R) : 256;
+  const workgroups = grid(split ? nOut : Math.ceil(nOut / WG));
+  e.run({
+    kernel: 'sum_to',
+    bindings: { x: t, y },
+    defines: { SPLIT: split, WG },
+    params: {
+      keepShape: pad4(keep.shape, 1), keepStride: pad4(keep.strides, 0),
+      redShape: pad4(red.shape, 1), redStride: pad4(red.strides, 0),
+      nOut, R, groupsX: workgroups[0],
+    },
+    workgroups,
+  });
+  return y;
+}
+
 /** Mean over one axis. */
 export function mean(e: Engine, x: Tensor, axis: number): Tensor {
   const ax = axis < 0 ? x.shape.length + axis : axis;
@@ -74,7 +170,7 @@ export function mean(e: Engine, x: Tensor, axis: number): Tensor {
   const inner = x.shape.slice(ax + 1).reduce((p, d) => p * d, 1);
   const y = e.empty([...x.shape.slice(0, ax), ...x.shape.slice(ax + 1)], x.dtype);
   const { workgroups, groupsX } = elementwiseGrid(outer * inner);
-  e.run({ kernel: 'reduce_mean', bindings: { X: x, Y: y }, params: [outer, R, inner, groupsX], workgroups });
+  e.run({ kernel: 'reduce_mean', bindings: { x, y }, params: { outer, R, inner, groupsX }, workgroups });
   return y;
 }
 
@@ -86,6 +182,18 @@ export function geglu(e: Engine, x: Tensor): Tensor {
   const rows = x.size / F2;
   const y = e.empty([...x.shape.slice(0, -1), F], x.dtype);
   const { workgroups, groupsX } = elementwiseGrid(rows * F);
-  e.run({ kernel: 'geglu', bindings: { X: x, Y: y }, params: [rows, F, groupsX], workgroups });
+  e.run({ kernel: 'geglu', bindings: { x, y }, params: { rows, F, groupsX }, workgroups });
   return y;
+}
+
+/** Backward of `geglu`: dy [..., F] → dx [..., 2F] = [dy · gelu(gate) | dy · hidden · gelu'(gate)]. */
+export function gegluBackward(e: Engine, x: Tensor, dy: Tensor): Tensor {
+  const F2 = x.shape.at(-1)!;
+  assertShape('gegluBackward', F2 % 2 === 0 && dy.size * 2 === x.size && dy.shape.at(-1) === F2 / 2, `gradient ${dy} for input ${x}`);
+  const F = F2 / 2;
+  const rows = x.size / F2;
+  const dx = e.empty(x.shape, dy.dtype);
+  const { workgroups, groupsX } = elementwiseGrid(x.size);
+  e.run({ kernel: 'geglu_back', bindings: { x, dy, dx }, params: { rows, F, groupsX }, workgroups });
+  return dx;
 }

@@ -15,8 +15,8 @@ export function gather(e: Engine, table: Tensor | RowChunkedTensor, ids: Tensor)
   for (const { firstRow, tensor } of chunks) {
     e.run({
       kernel: 'gather_rows',
-      bindings: { Ids: ids, Table: tensor, Out: out },
-      params: [ids.size, D, firstRow, tensor.shape[0], groupsX],
+      bindings: { ids, table: tensor, out },
+      params: { rows: ids.size, D, firstRow, chunkRows: tensor.shape[0], groupsX },
       workgroups,
     });
   }

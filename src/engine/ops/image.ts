@@ -18,7 +18,7 @@ export function reflectPad(e: Engine, x: Tensor, top: number, bottom: number, le
   const [OH, OW] = [H + top + bottom, W + left + right];
   const y = e.empty([B, C, OH, OW], x.dtype);
   const { workgroups, groupsX } = elementwiseGrid(y.size);
-  e.run({ kernel: 'reflect_pad', bindings: { X: x, Y: y }, params: [H, W, OH, OW, top, left, y.size, groupsX], workgroups });
+  e.run({ kernel: 'reflect_pad', bindings: { x, y }, params: { H, W, OH, OW, top, left, n: y.size, groupsX }, workgroups });
   return y;
 }
 
@@ -31,7 +31,7 @@ export function waveletBlur(e: Engine, x: Tensor, radius: number): Tensor {
   const [H, W] = x.shape.slice(2);
   const y = e.empty(x.shape, x.dtype);
   const { workgroups, groupsX } = elementwiseGrid(y.size);
-  e.run({ kernel: 'wavelet_blur', bindings: { X: x, Y: y }, params: [H, W, radius, y.size, groupsX], workgroups });
+  e.run({ kernel: 'wavelet_blur', bindings: { x, y }, params: { H, W, r: radius, n: y.size, groupsX }, workgroups });
   return y;
 }
 

@@ -13,6 +13,6 @@ export function l2Pool(e: Engine, x: Tensor, filter: Tensor): Tensor {
   const [Ho, Wo] = [Math.floor((H - 1) / 2) + 1, Math.floor((W - 1) / 2) + 1];
   const y = e.empty([N, C, Ho, Wo], x.dtype);
   const { workgroups, groupsX } = elementwiseGrid(y.size);
-  e.run({ kernel: 'l2_pool', bindings: { X: x, F: filter, Y: y }, params: [H, W, Ho, Wo, N * C, groupsX], workgroups });
+  e.run({ kernel: 'l2_pool', bindings: { x, f: filter, y }, params: { H, W, Ho, Wo, planes: N * C, groupsX }, workgroups });
   return y;
 }

@@ -1,5 +1,4 @@
 import type { Engine } from '../engine.js';
-import { f32 } from '../engine.js';
 import type { Tensor } from '../tensor.js';
 import { assertShape, elementwiseGrid } from './common.js';
 
@@ -31,13 +30,13 @@ function combine(e: Engine, terms: readonly (readonly [number, Tensor])[]): Tens
   const x0 = terms[0][1];
   const out = e.empty(x0.shape, x0.dtype);
   const slot = (i: number): Tensor => terms[i]?.[1] ?? x0;
-  const coef = (i: number) => f32(terms[i]?.[0] ?? 0);
+  const coef = (i: number): number => terms[i]?.[0] ?? 0;
   const { workgroups, groupsX } = elementwiseGrid(out.size);
   e.run({
     kernel: 'linear_combination',
-    bindings: { X0: slot(0), X1: slot(1), X2: slot(2), X3: slot(3), Out: out },
+    bindings: { x0: slot(0), x1: slot(1), x2: slot(2), x3: slot(3), out },
     defines: { N: terms.length },
-    params: [out.size, groupsX, coef(0), coef(1), coef(2), coef(3)],
+    params: { n: out.size, groupsX, c0: coef(0), c1: coef(1), c2: coef(2), c3: coef(3) },
     workgroups,
   });
   return out;

@@ -12,6 +12,6 @@ export function lpipsDistance(e: Engine, a: Tensor, b: Tensor, lin: Tensor): Ten
   assertShape('lpipsDistance', lin.size === C, `lin weights ${lin} for ${C} channels`);
   const out = e.empty([H, W]);
   const { workgroups, groupsX } = elementwiseGrid(H * W);
-  e.run({ kernel: 'lpips_distance', bindings: { A: a, B: b, W: lin, Out: out }, params: [C, H * W, groupsX], workgroups });
+  e.run({ kernel: 'lpips_distance', bindings: { a, b, w: lin, out }, params: { C, P: H * W, groupsX }, workgroups });
   return out;
 }

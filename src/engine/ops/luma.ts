@@ -1,5 +1,4 @@
 import type { Engine } from '../engine.js';
-import { f32 } from '../engine.js';
 import type { Tensor } from '../tensor.js';
 import { assertShape, elementwiseGrid } from './common.js';
 
@@ -9,7 +8,7 @@ export function rgbToY(e: Engine, x: Tensor, scale = 1, round = false): Tensor {
   const [N, , H, W] = x.shape;
   const y = e.empty([N, 1, H, W], x.dtype);
   const { workgroups, groupsX } = elementwiseGrid(y.size);
-  e.run({ kernel: 'rgb_to_y', bindings: { X: x, Y: y }, defines: { ROUND: round }, params: [H * W, y.size, f32(scale), groupsX], workgroups });
+  e.run({ kernel: 'rgb_to_y', bindings: { x, y }, defines: { ROUND: round }, params: { plane: H * W, n: y.size, scale, groupsX }, workgroups });
   return y;
 }
 
@@ -17,6 +16,6 @@ export function rgbToY(e: Engine, x: Tensor, scale = 1, round = false): Tensor {
 export function roundScaled(e: Engine, x: Tensor, scale: number): Tensor {
   const y = e.empty(x.shape, x.dtype);
   const { workgroups, groupsX } = elementwiseGrid(x.size);
-  e.run({ kernel: 'round_scaled', bindings: { X: x, Y: y }, params: [x.size, f32(scale), groupsX], workgroups });
+  e.run({ kernel: 'round_scaled', bindings: { x, y }, params: { n: x.size, scale, groupsX }, workgroups });
   return y;
 }

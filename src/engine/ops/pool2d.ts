@@ -16,12 +16,33 @@ export function pool2d(e: Engine, x: Tensor, mode: 'avg' | 'max', K: number, S: 
   const { workgroups, groupsX } = elementwiseGrid(y.size);
   e.run({
     kernel: 'pool2d',
-    bindings: { X: x, Y: y },
+    bindings: { x, y },
     defines: { MODE: mode === 'avg' ? 0 : 1 },
-    params: [H, W, Ho, Wo, N * C, K, S, P, groupsX],
+    params: { H, W, Ho, Wo, planes: N * C, K, S, pad: P, groupsX },
     workgroups,
   });
   return y;
+}
+
+/**
+ * Backward of `pool2d` (same mode, K, S, P) given x and dy: avg spreads dy evenly over each
+ * window's in-bounds elements; max sends it to the window's first maximum (PyTorch's tie rule).
+ */
+export function pool2dBackward(e: Engine, x: Tensor, dy: Tensor, mode: 'avg' | 'max', K: number, S: number, P = 0): Tensor {
+  assertShape('pool2dBackward', x.shape.length === 4 && dy.shape.length === 4, `need [N, C, H, W], got ${x} and ${dy}`);
+  const [N, C, H, W] = x.shape;
+  const [Ho, Wo] = [Math.floor((H + 2 * P - K) / S) + 1, Math.floor((W + 2 * P - K) / S) + 1];
+  assertShape('pool2dBackward', dy.shape.join() === [N, C, Ho, Wo].join(), `gradient ${dy} for pooling ${x}`);
+  const dx = e.empty(x.shape, dy.dtype);
+  const { workgroups, groupsX } = elementwiseGrid(x.size);
+  e.run({
+    kernel: 'pool2d_back',
+    bindings: { x, dy, dx },
+    defines: { MODE: mode === 'avg' ? 0 : 1 },
+    params: { H, W, Ho, Wo, planes: N * C, K, S, pad: P, groupsX },
+    workgroups,
+  });
+  return dx;
 }
 
 /** nn.MaxPool2d(K, S, P). */

@@ -1,5 +1,4 @@
 import type { Engine } from '../engine.js';
-import { f32 } from '../engine.js';
 import type { Tensor } from '../tensor.js';
 import { assertShape, elementwiseGrid } from './common.js';
 
@@ -11,8 +10,8 @@ export function resizeBilinear(e: Engine, x: Tensor, Ho: number, Wo: number): Te
   const { workgroups, groupsX } = elementwiseGrid(y.size);
   e.run({
     kernel: 'resize_bilinear',
-    bindings: { X: x, Y: y },
-    params: [H, W, Ho, Wo, N * C, f32(Math.fround(H / Ho)), f32(Math.fround(W / Wo)), groupsX],
+    bindings: { x, y },
+    params: { H, W, Ho, Wo, planes: N * C, sh: Math.fround(H / Ho), sw: Math.fround(W / Wo), groupsX },
     workgroups,
   });
   return y;

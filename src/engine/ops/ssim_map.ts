@@ -1,5 +1,4 @@
 import type { Engine } from '../engine.js';
-import { f32 } from '../engine.js';
 import type { Tensor } from '../tensor.js';
 import { assertShape } from './common.js';
 
@@ -18,9 +17,9 @@ export function ssimMap(e: Engine, x: Tensor, y: Tensor, window: Tensor, c1: num
   const out = e.empty([planes, Ho, Wo]);
   e.run({
     kernel: 'ssim_map',
-    bindings: { X: x, Y: y, W: window, Out: out },
+    bindings: { x, y, w: window, out },
     defines: { K },
-    params: [H, W, Ho, Wo, planes, f32(c1), f32(c2)],
+    params: { H, W, Ho, Wo, planes, c1, c2 },
     workgroups: [Math.ceil(Wo / 16), Math.ceil(Ho / 16), planes],
   });
   return out;

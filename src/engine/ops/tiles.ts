@@ -61,9 +61,9 @@ export class TileBlender {
     const { workgroups, groupsX } = elementwiseGrid(n);
     this.e.run({
       kernel: 'tile_accumulate',
-      bindings: { Tile: tile, Acc: this.acc, Weights: this.weights },
-      params: [B, C, th, tw, H, W, t.y0, t.x0, this.ramp,
-        +t.blendTop, +t.blendBottom, +t.blendLeft, +t.blendRight, n, groupsX],
+      bindings: { tile, acc: this.acc, weights: this.weights },
+      params: { B, C, th, tw, H, W, y0: t.y0, x0: t.x0, ramp: this.ramp,
+        rampTop: +t.blendTop, rampBottom: +t.blendBottom, rampLeft: +t.blendLeft, rampRight: +t.blendRight, n, groupsX },
       workgroups,
     });
   }

@@ -3,7 +3,9 @@
 // exists (4096×4096 per head at SD's 64×64 latents).
 // Q: [B, Lq, heads, HEAD_DIM] as rows of qStride values (a Linear output, or a
 // slice of a fused one: offsets qOff/kOff/vOff), K/V likewise over Lk rows.
-// O: [B, Lq, heads * HEAD_DIM]. Defines: HEAD_DIM, KEYS (keys per shared tile), CAUSAL.
+// O: [B, Lq, heads * HEAD_DIM]; lse [B, heads, Lq]: each row's log-sum-exp of the
+// scaled scores (m + log l), for the backward. Defines: HEAD_DIM, KEYS (keys per
+// shared tile), CAUSAL.
 struct Params {
   heads: u32, Lq: u32, Lk: u32,
   qStride: u32, kStride: u32, vStride: u32,
@@ -15,6 +17,7 @@ struct Params {
 @group(0) @binding(2) var<storage, read> k: array<TK>;
 @group(0) @binding(3) var<storage, read> v: array<TV>;
 @group(0) @binding(4) var<storage, read_write> o: array<TO>;
+@group(0) @binding(5) var<storage, read_write> lse: array<TLse>;
 
 const QUERIES = 64u;
 var<workgroup> Ks: array<f32, KEYS * HEAD_DIM>;
@@ -75,5 +78,6 @@ fn main(@builtin(workgroup_id) wg: vec3u, @builtin(local_invocation_index) li: u
     let oBase = (bIdx * p.Lq + qi) * p.heads * HEAD_DIM + h * HEAD_DIM;
     let inv = 1.0 / l;
     for (var d = 0u; d < HEAD_DIM; d++) { o[oBase + d] = TO(acc[d] * inv); }
+    lse[(bIdx * p.heads + h) * p.Lq + qi] = TLse(m + log(l));
   }
 }

@@ -29,8 +29,8 @@ fn main(@builtin(workgroup_id) wg: vec3u, @builtin(local_invocation_id) lid: vec
   let K = p.Cin * p.KH * p.KW;
   let P = p.Ho * p.Wo;
   let kk2 = p.KH * p.KW;
-  let co0 = wg.y * TILE;
-  let pix0 = wg.x * TILE;
+  let co0 = wg.y * TILE_MN;
+  let pix0 = wg.x * TILE_MN;
   let xBase = wg.z * p.Cin * p.H * p.W;
   var acc: array<vec4<f32>, 16>;
   // Loading: thread li fills 4 k values of one group of 4 output channels and of 4 pixels.
@@ -48,7 +48,7 @@ fn main(@builtin(workgroup_id) wg: vec3u, @builtin(local_invocation_id) lid: vec
   }
   let co = co0 + q * 4u;
 
-  for (var k0 = 0u; k0 < K; k0 += TK) {
+  for (var k0 = 0u; k0 < K; k0 += TILE_K) {
     for (var t = 0u; t < 4u; t++) {
       let k = k0 + kq + t;
       As[(kq + t) * 16u + q] = vec4(load_w(co, k, K), load_w(co + 1u, k, K), load_w(co + 2u, k, K), load_w(co + 3u, k, K));

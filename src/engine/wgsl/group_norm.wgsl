@@ -1,6 +1,7 @@
 // GroupNorm on [N, C, S] (S = H·W): one workgroup per (item, group), two-pass f32
 // statistics over the group's C/G·S values, per-channel affine, optional fused
-// activation (SiLU in SD's resnets). Defines: WG, ACT.
+// activation (SiLU in SD's resnets). Each group's mean and 1/std go to stats
+// [N, groups, 2] for the backward. Defines: WG, ACT.
 //!include reduce.wgsl
 //!include activations.wgsl
 struct Params { C: u32, S: u32, groups: u32, eps: f32 }
@@ -9,6 +10,7 @@ struct Params { C: u32, S: u32, groups: u32, eps: f32 }
 @group(0) @binding(2) var<storage, read> gamma: array<TGamma>;
 @group(0) @binding(3) var<storage, read> beta: array<TBeta>;
 @group(0) @binding(4) var<storage, read_write> y: array<TY>;
+@group(0) @binding(5) var<storage, read_write> stats: array<TStats>;
 
 @compute @workgroup_size(WG)
 fn main(@builtin(workgroup_id) wg: vec3u, @builtin(local_invocation_index) lid: u32) {
@@ -23,6 +25,10 @@ fn main(@builtin(workgroup_id) wg: vec3u, @builtin(local_invocation_index) lid: 
   var s2 = 0.0;
   for (var i = lid; i < count; i += WG) { let d = f32(x[base + i]) - mean; s2 += d * d; }
   let rstd = inverseSqrt(wg_sum(s2, lid) / f32(count) + p.eps);
+  if (lid == 0u) {
+    stats[(n * p.groups + g) * 2u] = TStats(mean);
+    stats[(n * p.groups + g) * 2u + 1u] = TStats(rstd);
+  }
   for (var i = lid; i < count; i += WG) {
     let c = g * cpg + i / p.S;
     let v = (f32(x[base + i]) - mean) * rstd * f32(gamma[c]) + f32(beta[c]);

@@ -1,13 +1,16 @@
-// C[b] = act(A[b] · op(B[b]) + bias), f32 accumulation.
-// A: [batch, M, K] row-major. B: [N, K] when TRANS_B (a PyTorch Linear weight), else
+// C[b] = act(op(A[b]) · op(B[b]) + bias), f32 accumulation.
+// A: [batch, M, K] row-major, or [batch, K, M] when TRANS_A (the Linear weight gradient
+// dYᵀ·X reads dY in place). B: [N, K] when TRANS_B (a PyTorch Linear weight), else
 // [K, N]. A batch stride of 0 broadcasts an operand (one weight for all items).
+// Workgroup z = split·batch + item: a split sums K from split·kChunk on (kChunk a multiple
+// of TILE_K) into its own C[split] (no bias or activation then; column_sum adds the splits).
 // 64×64 output tile per workgroup, 8×8 threads computing 8×8 outputs each (rows
 // lid.y·4 + 32i, columns lid.x·4 + 32j, i, j ∈ {0, 1}) from vec4 rows of the shared
-// tiles. Defines: TRANS_B, HAS_BIAS, ACT (activations.wgsl).
+// tiles. Defines: TRANS_A, TRANS_B, HAS_BIAS, ACT (activations.wgsl).
 //!include activations.wgsl
 //!include tile_product.wgsl
 
-struct Params { M: u32, N: u32, K: u32, strideA: u32, strideB: u32, strideC: u32, alpha: f32 }
+struct Params { M: u32, N: u32, K: u32, strideA: u32, strideB: u32, strideC: u32, alpha: f32, batch: u32, kChunk: u32 }
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read> a: array<TA>;
 @group(0) @binding(2) var<storage, read> b: array<TB>;
@@ -15,8 +18,9 @@ struct Params { M: u32, N: u32, K: u32, strideA: u32, strideB: u32, strideC: u32
 @group(0) @binding(4) var<storage, read_write> c: array<TC>;
 
 fn load_a(base: u32, m: u32, k: u32) -> f32 {
-  if (m < p.M && k < p.K) { return f32(a[base + m * p.K + k]); }
-  return 0.0;
+  if (m >= p.M || k >= p.K) { return 0.0; }
+  if (TRANS_A) { return f32(a[base + k * p.M + m]); }
+  return f32(a[base + m * p.K + k]);
 }
 
 fn load_b(base: u32, k: u32, n: u32) -> f32 {
@@ -28,17 +32,20 @@ fn load_b(base: u32, k: u32, n: u32) -> f32 {
 @compute @workgroup_size(8, 8)
 fn main(@builtin(workgroup_id) wg: vec3u, @builtin(local_invocation_id) lid: vec3u,
         @builtin(local_invocation_index) li: u32) {
-  let row0 = wg.y * TILE;
-  let col0 = wg.x * TILE;
-  let aBase = wg.z * p.strideA;
-  let bBase = wg.z * p.strideB;
+  let row0 = wg.y * TILE_MN;
+  let col0 = wg.x * TILE_MN;
+  let item = wg.z % p.batch;
+  let kBegin = (wg.z / p.batch) * p.kChunk;
+  let kEnd = min(p.K, kBegin + p.kChunk);
+  let aBase = item * p.strideA;
+  let bBase = item * p.strideB;
   // acc[2i + j]: rows (lid.y + 8i)·4 + 0..3 (the vector's x..w is the row), columns (lid.x + 8j)·4 + 0..3.
   var acc: array<vec4<f32>, 16>;
   // Loading: thread li fills 4 k values of one group of 4 rows (and of 4 columns).
   let q = li % 16u;
   let kq = (li / 16u) * 4u;
 
-  for (var k0 = 0u; k0 < p.K; k0 += TK) {
+  for (var k0 = kBegin; k0 < kEnd; k0 += TILE_K) {
     let m = row0 + q * 4u;
     let n = col0 + q * 4u;
     for (var t = 0u; t < 4u; t++) {

@@ -1,5 +1,5 @@
-// Partial sums of (a - b)² over 256-element workgroups (MSE for PSNR): out[g] = Σ over
-// workgroup g; the host adds the partials in f64.
+// Partial sums of (a - b)² over 256-element workgroups: out[g] = Σ over workgroup g. PSNR
+// adds the partials on the host in f64, the MSE loss with sumTo.
 //!include reduce.wgsl
 struct Params { n: u32, groupsX: u32 }
 @group(0) @binding(0) var<uniform> p: Params;

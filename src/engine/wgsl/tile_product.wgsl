@@ -1,14 +1,14 @@
 // The register-tiled product shared by matmul and the implicit-GEMM conv2d: a 64×64
-// output tile per 8×8 workgroup, 8×8 outputs per thread, K in steps of TK through
+// output tile per 8×8 workgroup, 8×8 outputs per thread, K in steps of TILE_K through
 // shared memory. The kernel fills As ([k][row/4]) and Bs ([k][column/4]) each step.
-const TILE = 64u;
-const TK = 16u;
+const TILE_MN = 64u;
+const TILE_K = 16u;
 var<workgroup> As: array<vec4<f32>, 256>;
 var<workgroup> Bs: array<vec4<f32>, 256>;
 
-// acc[2i + j] += rows (ty + 8i)·4 + 0..3 (the vector's x..w is the row) × columns (tx + 8j)·4 + 0..3, over TK.
+// acc[2i + j] += rows (ty + 8i)·4 + 0..3 (the vector's x..w is the row) × columns (tx + 8j)·4 + 0..3, over TILE_K.
 fn accumulate_tiles(acc: ptr<function, array<vec4<f32>, 16>>, ty: u32, tx: u32) {
-  for (var kk = 0u; kk < TK; kk++) {
+  for (var kk = 0u; kk < TILE_K; kk++) {
     let a0 = As[kk * 16u + ty];
     let a1 = As[kk * 16u + ty + 8u];
     let b0 = Bs[kk * 16u + tx];

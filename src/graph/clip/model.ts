@@ -242,7 +242,7 @@ class ClipTextTransformer extends Module {
     for (const id of ids) if (id < 0 || id >= this.cfg.vocab) throw new DrError(`token id ${id} outside the vocabulary (${this.cfg.vocab})`);
     return e.tidy(() => {
       const emb = this.embeddings.forward(e, e.upload(ids, [B, L]));
-      const x = emb.dtype === dtype ? emb : cast(e, emb, dtype);
+      const x = cast(e, emb, dtype);
       const states = this.encoder.forward(e, x, true, keepHidden);
       const last = this.final_layer_norm.forward(e, states.at(-1)!); // [B, L, D]
       const rows = Int32Array.from({ length: B }, (_, b) => b * L + eosPosition(ids.subarray(b * L, (b + 1) * L), this.cfg.eosTokenId));
@@ -368,7 +368,7 @@ function encodeImage(
     throw new DrError(`pixel_values must be [B, ${channels}, ${imageSize}, ${imageSize}], got [${pixels.shape}]`);
   }
   return e.tidy(() => {
-    const x = pixels.dtype === m.dtype ? pixels : cast(e, pixels, m.dtype);
+    const x = cast(e, pixels, m.dtype);
     const out = m.vision_model.forward(e, x, keepHidden);
     return { ...out, embeds: m.visual_projection.forward(e, out.pooled) };
   });

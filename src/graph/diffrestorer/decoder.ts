@@ -26,7 +26,7 @@ export class DegradationRefinementBlock extends Module {
 
   forward(e: Engine, z: Tensor, skip: Tensor, pd: Tensor): Tensor {
     return e.tidy(() => {
-      const fused = this.fuse.forward(e, concat(e, [z, skip.dtype === z.dtype ? skip : cast(e, skip, z.dtype)], 1));
+      const fused = this.fuse.forward(e, concat(e, [z, cast(e, skip, z.dtype)], 1));
       const f = this.modulation.forward(e, pd, 'sigmoid'); // [B, C]
       const gated = mul(e, fused, f.reshape([f.shape[0], f.shape[1], 1, 1]));
       return add(e, this.block.forward(e, gated), z);
@@ -79,7 +79,7 @@ export class DegradationAwareDecoder extends Module {
     return e.tidy(() => {
       let z = scale(e, latent, 1 / this.config.scalingFactor);
       const dt = this.decoder.conv_in.weight.t.dtype;
-      if (z.dtype !== dt) z = cast(e, z, dt);
+      z = cast(e, z, dt);
       if (this.post_quant_conv) z = this.post_quant_conv.forward(e, z);
       const n = this.config.blockOut.length;
       return this.decoder.forward(e, z, this.drbs && ((i, h) => this.drbs!.items[i].forward(e, h, skips[n - 2 - i], pd)));

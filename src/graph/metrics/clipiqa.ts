@@ -17,7 +17,7 @@ import { attention } from '../../engine/ops/attention.js';
 import { avgPool2d } from '../../engine/ops/pool2d.js';
 import { conv2d } from '../../engine/ops/conv2d.js';
 import { concat, permute, slice } from '../../engine/ops/copy.js';
-import { add, div, leakyRelu, mean, sub } from '../../engine/ops/elementwise.js';
+import { add, div, mean, relu, sub } from '../../engine/ops/elementwise.js';
 import { gather } from '../../engine/ops/gather.js';
 import { matmul } from '../../engine/ops/matmul.js';
 import { Module, ModuleList, loadFromCheckpoint, type Param } from '../module.js';
@@ -55,7 +55,7 @@ class ConvBn {
 
   forward(e: Engine, x: Tensor, relu: boolean): Tensor {
     if (!this.w || !this.b) throw new Error('ConvBn used before fold()');
-    return conv2d(e, x, this.w, { stride: this.stride, padding: this.padding, bias: this.b, act: relu ? 'leaky_relu' : 'none' });
+    return conv2d(e, x, this.w, { stride: this.stride, padding: this.padding, bias: this.b, act: relu ? 'relu' : 'none' });
   }
 }
 
@@ -93,7 +93,7 @@ class Bottleneck extends Module {
       h = this.c3.forward(e, h, false);
       let id = x;
       if (this.downsample) id = this.downsample.convBn.forward(e, this.stride > 1 ? avgPool2d(e, x, this.stride) : x, false);
-      return leakyRelu(e, add(e, h, id), 0);
+      return relu(e, add(e, h, id));
     });
   }
 }

@@ -79,7 +79,7 @@ export class Dists extends Module {
     const out = [x01];
     for (const [k, stage] of this.stages.entries()) {
       if (k > 0) h = l2Pool(e, h, filter);
-      for (const c of stage.convs) h = c.forward(e, h, 'leaky_relu'); // slope 0: ReLU
+      for (const c of stage.convs) h = c.forward(e, h, 'relu');
       out.push(h);
     }
     return out;

@@ -40,7 +40,7 @@ class BasicConv2d extends Module {
 
   forward(e: Engine, x: Tensor): Tensor {
     if (!this.w) throw new Error(`${this.path}: weights not prepared (call Inception.prepare after loading)`);
-    return conv2d(e, x, this.w, { stride: this.stride, padding: pair(this.padding), bias: this.b, act: 'leaky_relu' }); // slope 0: ReLU
+    return conv2d(e, x, this.w, { stride: this.stride, padding: pair(this.padding), bias: this.b, act: 'relu' });
   }
 }
 

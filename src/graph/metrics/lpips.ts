@@ -31,7 +31,7 @@ class Slice extends Module {
   }
 
   forward(e: Engine, x: Tensor): Tensor {
-    for (const l of this.layers) x = l.pool ? maxPool2d(e, x, l.pool[0], l.pool[1]) : l.conv!.forward(e, x, 'leaky_relu'); // slope 0: ReLU
+    for (const l of this.layers) x = l.pool ? maxPool2d(e, x, l.pool[0], l.pool[1]) : l.conv!.forward(e, x, 'relu');
     return x;
   }
 }

@@ -20,7 +20,7 @@ import type { Tensor } from '../../engine/tensor.js';
 import { attention } from '../../engine/ops/attention.js';
 import { conv2d } from '../../engine/ops/conv2d.js';
 import { concat, permute, slice } from '../../engine/ops/copy.js';
-import { add, leakyRelu } from '../../engine/ops/elementwise.js';
+import { add, relu } from '../../engine/ops/elementwise.js';
 import { gather } from '../../engine/ops/gather.js';
 import { groupNorm } from '../../engine/ops/norms.js';
 import { maxPool2d } from '../../engine/ops/pool2d.js';
@@ -76,7 +76,7 @@ class GroupNorm32 extends Module {
   }
 
   forward(e: Engine, x: Tensor, relu: boolean): Tensor {
-    return groupNorm(e, x, this.weight.t, this.bias.t, 32, this.eps, relu ? 'leaky_relu' : 'none');
+    return groupNorm(e, x, this.weight.t, this.bias.t, 32, this.eps, relu ? 'relu' : 'none');
   }
 }
 
@@ -110,7 +110,7 @@ class Bottleneck extends Module {
     let h = this.gn1.forward(e, this.conv1.forward(e, x), true);
     h = this.gn2.forward(e, this.conv2.forward(e, h), true);
     h = this.gn3.forward(e, this.conv3.forward(e, h), false);
-    return leakyRelu(e, add(e, h, id), 0);
+    return relu(e, add(e, h, id));
   }
 }
 

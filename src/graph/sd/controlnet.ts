@@ -108,7 +108,7 @@ export class ControlNetModel extends Module {
       throw new DrError(`control hint must have ${this.config.hintChannels} channels, got [${hint.shape}]`);
     }
     if (this.config.bgr) throw new DrError('BGR-ordered ControlNets are not supported yet');
-    return e.tidy(() => this.controlnet_cond_embedding.forward(e, hint.dtype === this.dtype ? hint : cast(e, hint, this.dtype), condition));
+    return e.tidy(() => this.controlnet_cond_embedding.forward(e, cast(e, hint, this.dtype), condition));
   }
 
   /**
@@ -126,7 +126,7 @@ export class ControlNetModel extends Module {
       const feats = timestepFeatures(Array(B).fill(timestep), c0, this.config.flipSinToCos, this.config.freqShift);
       const temb = this.time_embedding.forward(e, e.upload(feats, [B, c0], this.dtype));
       const dt = this.dtype;
-      const as = (t: Tensor): Tensor => (t.dtype === dt ? t : cast(e, t, dt));
+      const as = (t: Tensor): Tensor => cast(e, t, dt);
       const ctx: StepContext = { tembAct: silu(e, temb), context: as(context) };
       const x0 = e.trace('conv_in', this.conv_in.forward(e, as(sample)));
       let x = add(e, x0, hintEmbedding);

@@ -8,7 +8,6 @@ import { attention } from '../../engine/ops/attention.js';
 import { add, scale } from '../../engine/ops/elementwise.js';
 import { elementwiseGrid } from '../../engine/ops/common.js';
 import { cast, permute } from '../../engine/ops/copy.js';
-import { f32 } from '../../engine/engine.js';
 import { ConfigFile } from '../config.js';
 import { Module, ModuleList, loadFromCheckpoint, type Precision } from '../module.js';
 import type { Checkpoint } from '../../weights/checkpoint.js';
@@ -273,7 +272,7 @@ export class AutoencoderKL extends Module {
     if (c !== this.config.inChannels) throw new DrError(`VAE input must have ${this.config.inChannels} channels, got [${image.shape}]`);
     if (H % f || W % f) throw new DrError(`image ${W}×${H}: each side must be a multiple of ${f} for this VAE`);
     return e.tidy(() => {
-      const x = image.dtype === this.dtype ? image : cast(e, image, this.dtype);
+      const x = cast(e, image, this.dtype);
       const { out, levels } = this.encoder.forward(e, x);
       const moments = this.quant_conv ? e.trace(this.quant_conv.path, this.quant_conv.forward(e, out)) : out;
       return { moments, levels };
@@ -291,9 +290,9 @@ export class AutoencoderKL extends Module {
     const { workgroups, groupsX } = elementwiseGrid(z.size);
     e.run({
       kernel: 'diagonal_gaussian',
-      bindings: { Moments: moments, Noise: noise ?? moments, Z: z },
+      bindings: { moments, noise: noise ?? moments, z },
       defines: { HAS_NOISE: !!noise },
-      params: [C, h * w, z.size, f32(this.config.scalingFactor), groupsX],
+      params: { C, S: h * w, n: z.size, scale: this.config.scalingFactor, groupsX },
       workgroups,
     });
     return z;
@@ -307,7 +306,7 @@ export class AutoencoderKL extends Module {
   /** scaled latent [B, C, h, w] → image [B, 3, 8h, 8w] in about [-1, 1] */
   decode(e: Engine, latent: Tensor, afterUpsample?: (i: number, h: Tensor) => Tensor): Tensor {
     return e.tidy(() => {
-      let z = scale(e, latent.dtype === this.dtype ? latent : cast(e, latent, this.dtype), 1 / this.config.scalingFactor);
+      let z = scale(e, cast(e, latent, this.dtype), 1 / this.config.scalingFactor);
       if (this.post_quant_conv) z = e.trace(this.post_quant_conv.path, this.post_quant_conv.forward(e, z));
       return this.decoder.forward(e, z, afterUpsample);
     });
