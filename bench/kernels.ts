@@ -1,7 +1,7 @@
 // Kernel throughput: matmul, implicit-GEMM conv2d and flash attention, GFLOP/s.
 import type { Engine } from '../src/engine/engine.js';
 import { attention } from '../src/engine/ops/attention.js';
-import { conv2d } from '../src/engine/ops/conv2d.js';
+import { conv2d, conv2dBackward } from '../src/engine/ops/conv2d.js';
 import { matmul } from '../src/engine/ops/matmul.js';
 import type { DType, Tensor } from '../src/engine/tensor.js';
 import { fmt, measure, progress, rand, type Timing } from './timing.js';
@@ -149,6 +149,24 @@ export async function benchConv(e: Engine, o: KernelOptions): Promise<KernelResu
       const shape = `[1,${c.Cin},${c.S},${c.S}] ⊛ ${c.Cout}×${c.Cin}×${c.k}×${c.k} s${c.stride} p${c.pad}`;
       out.push(result('conv', c.name, shape, dtype, flops, t));
     }
+  }
+  // Backward in f32 (training's gradients): dX (transposed implicit GEMM) and dW (GEMM over
+  // batch × pixels), each as much work as the forward.
+  const c3 = (name: string, Cin: number, Cout: number, S: number, stride = 1): ConvCase => ({ name, Cin, S, Cout, k: 3, stride, pad: 1 });
+  const backward = o.quick ? [c3('3×3 32→32 @32²', 32, 32, 32)]
+    : [c3('SD 3×3 320→320 @16²', 320, 320, 16), c3('SD downsample 3×3 s2 320 @16²', 320, 320, 16, 2), c3('VAE 3×3 128→128 @64²', 128, 128, 64)];
+  for (const c of backward) {
+    const Ho = Math.floor((c.S + 2 * c.pad - c.k) / c.stride) + 1;
+    const flops = 2 * c.Cout * c.Cin * c.k * c.k * Ho * Ho;
+    const x = e.upload(rand(c.Cin * c.S * c.S, 3), [1, c.Cin, c.S, c.S]);
+    const w = e.upload(rand(c.Cout * c.Cin * c.k * c.k, 4, 0.05), [c.Cout, c.Cin, c.k, c.k]);
+    const dy = e.upload(rand(c.Cout * Ho * Ho, 6), [1, c.Cout, Ho, Ho]);
+    for (const part of ['x', 'w'] as const) {
+      const t = await measure(e, () => conv2dBackward(e, x, w, dy, { stride: c.stride, padding: c.pad }, { [part]: true }), timingOpts(o, flops / 1e9));
+      const shape = `[1,${c.Cin},${c.S},${c.S}] ⊛ ${c.Cout}×${c.Cin}×${c.k}×${c.k} s${c.stride} p${c.pad}`;
+      out.push(result('conv', `${c.name} backward d${part}`, shape, 'f32', flops, t));
+    }
+    [x, w, dy].forEach((v) => e.release(v));
   }
   return out;
 }
