@@ -264,6 +264,7 @@ describe('attention backward', () => {
     [1, 1, 65, 40, 33, false],
     [3, 2, 4, 6, 1, false],
     [2, 1, 4, 70, 70, true],
+    [1, 1, 512, 5, 7, false],
   ] as const)('B %i heads %i d %i Lq %i Lk %i causal %s: finite differences', async (B, H, d, Lq, Lk, causal) => {
     const W = H * d;
     const q = rand(B * Lq * W, 31, 1.5);
