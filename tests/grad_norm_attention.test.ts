@@ -8,16 +8,17 @@
 // Tolerance, from float32 behaviour: the fixture README measured these ops' float32-vs-float64
 // differences at ≤ 3.5e-7 of max|ref| for outputs and gradients; an f32 kernel's own rounding
 // is of the same order, so every output and gradient must match to rtol 1e-4 plus
-// 1e-5·max|ref| (the README's suggested op tolerance). The finite differences are of float64
-// functions with h = 1e-6: truncation ~h²·|f'''| and cancellation ~1e-16·|L|/h, both far
-// below that.
+// 1e-5·max|ref| (the README's suggested op tolerance). Measured here (lavapipe): ≤ 5.7e-7 of
+// max|ref| against the fixture, ≤ 1.2e-6 against finite differences (layer norm over 3
+// values), ≤ 3.1e-6 at 4096 tokens. The finite differences are of float64 functions with
+// h = 1e-6: truncation ~h²·|f'''| and cancellation ~1e-16·|L|/h, both far below that.
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { Engine } from '../src/engine/engine.js';
 import type { Tensor } from '../src/engine/tensor.js';
 import { attention, attentionBackward, type AttentionNeeds } from '../src/engine/ops/attention.js';
 import { groupNorm, groupNormBackward, layerNorm, layerNormBackward } from '../src/engine/ops/norms.js';
-import { linear } from '../src/engine/ops/matmul.js';
+import { linear, linearBackward } from '../src/engine/ops/matmul.js';
 import { SafetensorsFile } from '../src/weights/safetensors.js';
 import { FIXTURES, absMax, expectClose, rand } from './helpers.js';
 import { attentionBackwardRef, attentionRef, groupNormRef, layerNormRef, siluRef } from './reference.js';
@@ -172,22 +173,6 @@ function rows2heads(x: Float32Array, B: number, H: number, L: number, D: number)
   return out;
 }
 
-/** Host linear backward for y = x·wᵀ (+ b): x [M, I], w [O, I], dy [M, O]. */
-function linearBack(x: ArrayLike<number>, w: ArrayLike<number>, dy: ArrayLike<number>, M: number, I: number, O: number) {
-  const dx = new Float64Array(M * I);
-  const dw = new Float64Array(O * I);
-  const db = new Float64Array(O);
-  for (let m = 0; m < M; m++) for (let o = 0; o < O; o++) {
-    const g = dy[m * O + o];
-    db[o] += g;
-    for (let i = 0; i < I; i++) {
-      dx[m * I + i] += g * w[o * I + i];
-      dw[o * I + i] += g * x[m * I + i];
-    }
-  }
-  return { dx, dw, db };
-}
-
 const ALL: AttentionNeeds = { dq: true, dk: true, dv: true };
 
 describe('attention backward', () => {
@@ -205,18 +190,14 @@ describe('attention backward', () => {
     expectGrad(rows2heads(await e.read(g.dv!), B, H, Lk, D), fx.readF32('sdpa.grad_v'));
   });
 
-  // diffusers Attention: q, k, v projections (no bias) → sdpa over heads → to_out (with bias).
-  // The projections run forward on the engine; their backward is the host's, in float64.
+  // diffusers Attention: q, k, v projections (no bias) → sdpa over heads → to_out (with bias),
+  // forward and backward on the engine (linearBackward for the projections).
   it.each(['attn_self', 'attn_cross', 'attn_cross1tok'])('%s matches PyTorch autograd', async (c) => {
     const { heads } = cases[c] as { heads: number };
     const self = c === 'attn_self';
-    const xName = `${c}.x`;
-    const ctxName = self ? xName : `${c}.context`;
-    const [B, L, C] = fx.info(xName).shape;
-    const [, Lc, Cc] = fx.info(ctxName).shape;
-    const W = fx.info(`${c}.to_q`).shape[0];
-    const x = up(xName);
-    const ctx = self ? x : up(ctxName);
+    const x = up(`${c}.x`);
+    const ctx = self ? x : up(`${c}.context`);
+    const [B, L] = x.shape;
     const [toQ, toK, toV, toOut] = ['to_q', 'to_k', 'to_v', 'to_out_weight'].map((n) => up(`${c}.${n}`));
     const q = linear(e, x, toQ);
     const k = linear(e, ctx, toK);
@@ -226,23 +207,23 @@ describe('attention backward', () => {
     const out = linear(e, o, toOut, up(`${c}.to_out_bias`));
     expectGrad(await e.read(out), fx.readF32(`${c}.out`));
 
-    const dout = fx.readF32(`${c}.grad_out`);
-    const oHost = await e.read(o);
-    const toOutBack = linearBack(oHost, fx.readF32(`${c}.to_out_weight`), dout, B * L, W, C);
-    expectGrad(toOutBack.dw, fx.readF32(`${c}.grad_to_out_weight`));
-    expectGrad(toOutBack.db, fx.readF32(`${c}.grad_to_out_bias`));
-    const g = attentionBackward(e, q, k, v, o, lse, e.upload(Float32Array.from(toOutBack.dx), [B, L, W]), { heads }, ALL);
-    const [xHost, ctxHost] = [fx.readF32(xName), fx.readF32(ctxName)];
-    const qBack = linearBack(xHost, fx.readF32(`${c}.to_q`), await e.read(g.dq!), B * L, C, W);
-    const kBack = linearBack(ctxHost, fx.readF32(`${c}.to_k`), await e.read(g.dk!), B * Lc, Cc, W);
-    const vBack = linearBack(ctxHost, fx.readF32(`${c}.to_v`), await e.read(g.dv!), B * Lc, Cc, W);
-    expectGrad(qBack.dw, fx.readF32(`${c}.grad_to_q`));
-    expectGrad(vBack.dw, fx.readF32(`${c}.grad_to_v`));
-    const dctx = kBack.dx.map((d, i) => d + vBack.dx[i]);
+    const toOutBack = linearBackward(e, o, toOut, up(`${c}.grad_out`), { x: true, weight: true, bias: true });
+    expectGrad(await e.read(toOutBack.dw!), fx.readF32(`${c}.grad_to_out_weight`));
+    expectGrad(await e.read(toOutBack.dbias!), fx.readF32(`${c}.grad_to_out_bias`));
+    const g = attentionBackward(e, q, k, v, o, lse, toOutBack.dx!, { heads }, ALL);
+    const qBack = linearBackward(e, x, toQ, g.dq!, { x: true, weight: true });
+    const kBack = linearBackward(e, ctx, toK, g.dk!, { x: true, weight: true });
+    const vBack = linearBackward(e, ctx, toV, g.dv!, { x: true, weight: true });
+    expectGrad(await e.read(qBack.dw!), fx.readF32(`${c}.grad_to_q`));
+    expectGrad(await e.read(kBack.dw!), fx.readF32(`${c}.grad_to_k`));
+    expectGrad(await e.read(vBack.dw!), fx.readF32(`${c}.grad_to_v`));
+    // The context feeds k and v (and q too in self-attention): its gradients add up.
+    const [dxq, dxk, dxv] = await Promise.all([qBack.dx!, kBack.dx!, vBack.dx!].map((t) => e.read(t)));
+    const dctx = dxk.map((d, i) => d + dxv[i]);
     if (self) {
-      expectGrad(qBack.dx.map((d, i) => d + dctx[i]), fx.readF32(`${c}.grad_x`));
+      expectGrad(dxq.map((d, i) => d + dctx[i]), fx.readF32(`${c}.grad_x`));
     } else {
-      expectGrad(qBack.dx, fx.readF32(`${c}.grad_x`));
+      expectGrad(dxq, fx.readF32(`${c}.grad_x`));
       expectGrad(dctx, fx.readF32(`${c}.grad_context`));
     }
     if (c === 'attn_cross1tok') {
@@ -250,8 +231,6 @@ describe('attention backward', () => {
       // zero in the fixture); the scores round as in the forward, so the kernels give exact zeros.
       expect(absMax(await e.read(g.dq!))).toBe(0);
       expect(absMax(await e.read(g.dk!))).toBe(0);
-    } else {
-      expectGrad(kBack.dw, fx.readF32(`${c}.grad_to_k`));
     }
   });
 
