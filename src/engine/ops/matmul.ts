@@ -44,7 +44,7 @@ function gemm(e: Engine, a: Tensor, b: Tensor, opts: MatmulOptions, splits: numb
   if (bias) assertShape('matmul', bias.size === N, `bias ${bias} for ${N} outputs`);
   const kChunk = align(Math.ceil(K / splits), 16); // whole TILE_K steps per split
   const chunks = Math.max(1, Math.ceil(K / kChunk));
-  if (chunks > 1) assertShape('matmul', !bias && act === 'none', 'a K-split product takes no epilogue');
+  if (chunks > 1) assertShape('matmul', !bias && act === 'none' && dtype === 'f32', 'a K-split product is f32 without an epilogue');
 
   const c = e.empty(chunks > 1 ? [chunks, ...batchShape, M, N] : [...batchShape, M, N], chunks > 1 ? 'f32' : dtype);
   e.run({
