@@ -2,7 +2,7 @@
 // and AdaIN colour fixes — against plain TypeScript references on odd shapes, batch > 1.
 import { beforeAll, describe, expect, it } from 'vitest';
 import { Engine } from '../src/engine/engine.js';
-import { adainColorFix, reflectPad, waveletBlur, waveletColorFix } from '../src/engine/ops/image.js';
+import { adainColorFix, reflectPad, waveletBlur, waveletColorFix } from '../src/engine/ops/eval/image.js';
 import { expectClose, rand } from './helpers.js';
 
 let e: Engine;

@@ -11,7 +11,7 @@ import { groupNorm, l2Normalize, layerNorm, softmax } from '../src/engine/ops/no
 import { add, div, geglu, gelu, leakyRelu, mean, mul, quickGelu, scale, sigmoid, silu, sub } from '../src/engine/ops/elementwise.js';
 import { cast, concat, expand, permute, slice, upsampleNearest2x } from '../src/engine/ops/copy.js';
 import { gather } from '../src/engine/ops/gather.js';
-import { TileBlender, crop, planTiles } from '../src/engine/ops/tiles.js';
+import { TileBlender, crop, planTiles } from '../src/engine/ops/eval/tiles.js';
 import { f32ToF16Bits, f16ToF32 } from '../src/engine/half.js';
 import { absMax, expectClose, rand } from './helpers.js';
 import {

@@ -4,7 +4,7 @@ import { DrError } from '../errors.js';
 import { Engine } from '../engine/engine.js';
 import { cast } from '../engine/ops/copy.js';
 import { scale } from '../engine/ops/elementwise.js';
-import { adainColorFix, cropTo, reflectPad, waveletColorFix } from '../engine/ops/image.js';
+import { adainColorFix, cropTo, reflectPad, waveletColorFix } from '../engine/ops/eval/image.js';
 import type { Tensor } from '../engine/tensor.js';
 import { DiffRestorer, readModelIndex } from '../graph/diffrestorer/model.js';
 import type { Precision } from '../graph/module.js';

@@ -16,7 +16,7 @@ import { scale } from '../../engine/ops/elementwise.js';
 import { denoise } from '../sd/denoise.js';
 import { PhaseTimer } from '../phase_timer.js';
 import { decodeTiled, encodeTiled, type TileSize } from '../sd/vae_tiles.js';
-import { crop } from '../../engine/ops/tiles.js';
+import { crop } from '../../engine/ops/eval/tiles.js';
 import { SdBase } from '../sd/single_file.js';
 import { UniPCScheduler, readUniPCConfig } from '../sd/unipc.js';
 import { UNet2DConditionModel } from '../sd/unet.js';

@@ -9,9 +9,9 @@
  */
 import type { Engine } from '../../engine/engine.js';
 import type { Tensor } from '../../engine/tensor.js';
-import { distsStats } from '../../engine/ops/dists_stats.js';
+import { distsStats } from '../../engine/ops/eval/dists_stats.js';
 import { div, sub } from '../../engine/ops/elementwise.js';
-import { l2Pool } from '../../engine/ops/l2_pool.js';
+import { l2Pool } from '../../engine/ops/eval/l2_pool.js';
 import { Module } from '../module.js';
 import { Conv2d } from '../nn.js';
 

@@ -14,7 +14,7 @@ import { conv2d } from '../../engine/ops/conv2d.js';
 import { concat } from '../../engine/ops/copy.js';
 import { mean, scale } from '../../engine/ops/elementwise.js';
 import { maxPool2d, pool2d } from '../../engine/ops/pool2d.js';
-import { resizeBilinear } from '../../engine/ops/resize_bilinear.js';
+import { resizeBilinear } from '../../engine/ops/eval/resize_bilinear.js';
 import { Module } from '../module.js';
 import { BatchNorm2d, HostConv, foldBatchNorm } from './conv_bn.js';
 

@@ -9,7 +9,7 @@
 import type { Engine } from '../../engine/engine.js';
 import type { Tensor } from '../../engine/tensor.js';
 import { div, scale, sub } from '../../engine/ops/elementwise.js';
-import { lpipsDistance } from '../../engine/ops/lpips_distance.js';
+import { lpipsDistance } from '../../engine/ops/eval/lpips_distance.js';
 import { maxPool2d } from '../../engine/ops/pool2d.js';
 import { Module, ModuleList } from '../module.js';
 import { Conv2d } from '../nn.js';

@@ -1,6 +1,6 @@
 import type { Engine } from '../../engine/engine.js';
 import type { Tensor } from '../../engine/tensor.js';
-import { rgbToY } from '../../engine/ops/luma.js';
+import { rgbToY } from '../../engine/ops/eval/luma.js';
 import { sumSquaredDiff } from '../../engine/ops/sq_diff.js';
 
 export type ColorMode = 'rgb' | 'y';

@@ -1,7 +1,7 @@
 import type { Engine } from '../../engine/engine.js';
 import type { Tensor } from '../../engine/tensor.js';
-import { rgbToY, roundScaled } from '../../engine/ops/luma.js';
-import { ssimMap } from '../../engine/ops/ssim_map.js';
+import { rgbToY, roundScaled } from '../../engine/ops/eval/luma.js';
+import { ssimMap } from '../../engine/ops/eval/ssim_map.js';
 import type { ColorMode } from './psnr.js';
 
 /** MATLAB fspecial('gaussian', size, sigma): normalised in f64, then float32 as pyiqa stores it. */

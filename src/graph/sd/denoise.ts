@@ -5,7 +5,7 @@ import type { Engine } from '../../engine/engine.js';
 import type { Tensor } from '../../engine/tensor.js';
 import { concat, expand, slice } from '../../engine/ops/copy.js';
 import { linearCombination } from '../../engine/ops/linear_combination.js';
-import { TileBlender, crop, planTiles } from '../../engine/ops/tiles.js';
+import { TileBlender, crop, planTiles } from '../../engine/ops/eval/tiles.js';
 import type { ControlNetModel } from './controlnet.js';
 import type { UniPCScheduler } from './unipc.js';
 import type { UNet2DConditionModel } from './unet.js';

@@ -4,7 +4,7 @@
 // and blended with linear ramps over the overlap; as in diffusers' tiled VAE, group
 // norms see one tile's statistics, which the overlap blending hides.
 import type { Engine } from '../../engine/engine.js';
-import { TileBlender, crop, planTiles, type Tile } from '../../engine/ops/tiles.js';
+import { TileBlender, crop, planTiles, type Tile } from '../../engine/ops/eval/tiles.js';
 import type { Tensor } from '../../engine/tensor.js';
 
 export interface TileSize {

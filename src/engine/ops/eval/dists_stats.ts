@@ -1,6 +1,6 @@
-import type { Engine } from '../engine.js';
-import type { Tensor } from '../tensor.js';
-import { assertShape, rowWorkgroup } from './common.js';
+import type { Engine } from '../../engine.js';
+import type { Tensor } from '../../tensor.js';
+import { assertShape, rowWorkgroup } from '../common.js';
 
 /**
  * DISTS' structure and texture terms per channel of two feature maps [1, C, H, W]:

@@ -1,9 +1,9 @@
-import type { Engine } from '../engine.js';
-import type { Tensor } from '../tensor.js';
-import { assertShape, elementwiseGrid } from './common.js';
-import { concat, slice } from './copy.js';
-import { add, div, mean, mul, sub } from './elementwise.js';
-import { l2Normalize } from './norms.js';
+import type { Engine } from '../../engine.js';
+import type { Tensor } from '../../tensor.js';
+import { assertShape, elementwiseGrid } from '../common.js';
+import { concat, slice } from '../copy.js';
+import { add, div, mean, mul, sub } from '../elementwise.js';
+import { l2Normalize } from '../norms.js';
 import { crop } from './tiles.js';
 
 /** PyTorch F.pad(x, (left, right, top, bottom), mode='reflect') of [B, C, H, W]. */

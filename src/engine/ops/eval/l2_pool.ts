@@ -1,6 +1,6 @@
-import type { Engine } from '../engine.js';
-import type { Tensor } from '../tensor.js';
-import { assertShape, elementwiseGrid } from './common.js';
+import type { Engine } from '../../engine.js';
+import type { Tensor } from '../../tensor.js';
+import { assertShape, elementwiseGrid } from '../common.js';
 
 /**
  * DISTS' L2 pooling (Hénaff & Simoncelli): sqrt(depthwise_conv(x², filter, stride 2, pad 1) + 1e-12)

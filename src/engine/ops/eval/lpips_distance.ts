@@ -1,6 +1,6 @@
-import type { Engine } from '../engine.js';
-import type { Tensor } from '../tensor.js';
-import { assertShape, elementwiseGrid } from './common.js';
+import type { Engine } from '../../engine.js';
+import type { Tensor } from '../../tensor.js';
+import { assertShape, elementwiseGrid } from '../common.js';
 
 /**
  * One LPIPS layer's distance map: features a, b [1, C, H, W] and lin weights (C values)

@@ -1,6 +1,6 @@
-import type { Engine } from '../engine.js';
-import type { Tensor } from '../tensor.js';
-import { assertShape, elementwiseGrid } from './common.js';
+import type { Engine } from '../../engine.js';
+import type { Tensor } from '../../tensor.js';
+import { assertShape, elementwiseGrid } from '../common.js';
 
 /** Y = (0.299 R + 0.587 G + 0.114 B) · scale of [N, 3, H, W] → [N, 1, H, W], rounded half to even if asked. */
 export function rgbToY(e: Engine, x: Tensor, scale = 1, round = false): Tensor {

@@ -1,6 +1,6 @@
-import type { Engine } from '../engine.js';
-import type { Tensor } from '../tensor.js';
-import { assertShape, elementwiseGrid } from './common.js';
+import type { Engine } from '../../engine.js';
+import type { Tensor } from '../../tensor.js';
+import { assertShape, elementwiseGrid } from '../common.js';
 
 /** F.interpolate(x, size=(Ho, Wo), mode='bilinear', align_corners=False) of [N, C, H, W] (no antialias). */
 export function resizeBilinear(e: Engine, x: Tensor, Ho: number, Wo: number): Tensor {

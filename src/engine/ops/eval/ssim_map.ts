@@ -1,6 +1,6 @@
-import type { Engine } from '../engine.js';
-import type { Tensor } from '../tensor.js';
-import { assertShape } from './common.js';
+import type { Engine } from '../../engine.js';
+import type { Tensor } from '../../tensor.js';
+import { assertShape } from '../common.js';
 
 /**
  * SSIM map of two [.., H, W] stacks of planes with a K×K window (a [K, K] tensor),

@@ -1,8 +1,8 @@
-import type { Engine } from '../engine.js';
-import type { Tensor } from '../tensor.js';
-import { assertShape, elementwiseGrid } from './common.js';
-import { div } from './elementwise.js';
-import { slice } from './copy.js';
+import type { Engine } from '../../engine.js';
+import type { Tensor } from '../../tensor.js';
+import { assertShape, elementwiseGrid } from '../common.js';
+import { div } from '../elementwise.js';
+import { slice } from '../copy.js';
 
 /** A window of a [B, C, H, W] tensor and which of its sides overlap a neighbour. */
 export interface Tile {
