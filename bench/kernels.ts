@@ -1,8 +1,8 @@
-// Kernel throughput: matmul, implicit-GEMM conv2d and flash attention, GFLOP/s.
+// Kernel throughput: matmul, implicit-GEMM conv2d and flash attention (and their backward), GFLOP/s.
 import type { Engine } from '../src/engine/engine.js';
-import { attention } from '../src/engine/ops/attention.js';
+import { attention, attentionBackward } from '../src/engine/ops/attention.js';
 import { conv2d, conv2dBackward } from '../src/engine/ops/conv2d.js';
-import { matmul } from '../src/engine/ops/matmul.js';
+import { linearBackward, matmul } from '../src/engine/ops/matmul.js';
 import type { DType, Tensor } from '../src/engine/tensor.js';
 import { fmt, measure, progress, rand, type Timing } from './timing.js';
 
@@ -99,6 +99,17 @@ export async function benchMatmul(e: Engine, o: KernelOptions): Promise<KernelRe
       out.push(result('matmul', c.name, `${c.M}×${c.K} · ${c.transB ? `(${c.N}×${c.K})ᵀ` : `${c.K}×${c.N}`}`, dtype, flops, t));
     }
   }
+  // Linear backward in f32 (training's gradients): dX = dY·W and dW = dYᵀ·X (read transposed in
+  // place, K split over the rows), each as much work as the forward.
+  const [name, M, K, N] = o.quick ? ['Linear 256·128 → 128', 256, 128, 128] : ['SD attn q/k/v/out @32² latent', 1024, 320, 320];
+  const x = e.upload(rand(M * K, 1), [M, K]);
+  const w = e.upload(rand(N * K, 2, 0.05), [N, K]);
+  const dy = e.upload(rand(M * N, 3), [M, N]);
+  for (const part of ['x', 'weight'] as const) {
+    const t = await measure(e, () => linearBackward(e, x, w, dy, { [part]: true }), timingOpts(o, (2 * M * N * K) / 1e9));
+    out.push(result('matmul', `${name} backward d${part === 'x' ? 'x' : 'w'}`, `${M}×${K} · (${N}×${K})ᵀ`, 'f32', 2 * M * N * K, t));
+  }
+  [x, w, dy].forEach((v) => e.release(v));
   return out;
 }
 
@@ -209,6 +220,26 @@ export async function benchAttention(e: Engine, o: KernelOptions): Promise<Kerne
       t3.forEach((x) => e.release(x));
       out.push(result('attention', c.name, `q 1×${c.Lq}×${W}, k/v 1×${c.Lk}×${W}, ${c.heads} heads`, dtype, flops, t));
     }
+  }
+  // Backward in f32 (training's gradients), FlashAttention-2 style: the dq pass recomputes
+  // q·kᵀ and dO·vᵀ and forms dS·k (3 products), the dk/dv pass adds Pᵀ·dO and dSᵀ·q (4).
+  const cross = (Lk: number): AttentionCase => ({ name: `cross L=1024×${Lk} d=40 h=8`, Lq: 1024, Lk, heads: 8, d: 40 });
+  const backward: AttentionCase[] = o.quick ? [attentionCases(o)[0]]
+    : [{ name: 'self L=1024 d=40 h=8', Lq: 1024, Lk: 1024, heads: 8, d: 40 }, cross(77), cross(1)];
+  if (o.full) backward.push({ name: 'self L=4096 d=40 h=8', Lq: 4096, Lk: 4096, heads: 8, d: 40 });
+  for (const c of backward) {
+    const W = c.heads * c.d;
+    const [q, k, v] = [[c.Lq, 21], [c.Lk, 22], [c.Lk, 23]].map(([L, seed]) => e.upload(rand(L * W, seed), [1, L, W]));
+    const lse = e.empty([1, c.heads, c.Lq]);
+    const o1 = attention(e, q, k, v, { heads: c.heads }, lse);
+    const dout = e.upload(rand(c.Lq * W, 24), [1, c.Lq, W]);
+    const shape = `q 1×${c.Lq}×${W}, k/v 1×${c.Lk}×${W}, ${c.heads} heads`;
+    for (const [part, products] of [['dq', 3], ['dk', 4]] as const) {
+      const flops = 2 * products * c.heads * c.Lq * c.Lk * c.d;
+      const t = await measure(e, () => attentionBackward(e, q, k, v, o1, lse, dout, { heads: c.heads }, { [part]: true }), timingOpts(o, flops / 1e9));
+      out.push(result('attention', `${c.name} backward ${part === 'dq' ? 'dq' : 'dk+dv'}`, shape, 'f32', flops, t));
+    }
+    [q, k, v, lse, o1, dout].forEach((x) => e.release(x));
   }
   return out;
 }
