@@ -52,9 +52,4 @@ describe('sd-tiny UNet parity with diffusers', () => {
     const out = unet.forward(e, input('case1.sample'), io.readF32('case1.timestep')[0], input('case1.encoder_hidden_states'));
     await expectFixture(out, 'case1.output');
   });
-
-  it('rejects latents that do not halve cleanly at every downsampling', () => {
-    expect(() => unet.forward(e, e.upload(new Float32Array(4 * 12 * 8), [1, 4, 12, 8]), 1, input('case1.encoder_hidden_states')))
-      .toThrow(/multiple of 8/);
-  });
 });

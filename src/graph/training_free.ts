@@ -72,7 +72,7 @@ export class TrainingFreeRestorer {
   }
 
   /**
-   * lq [1, 3, H, W] in [0, 1], H and W multiples of 64 → restored [1, 3, H, W] in about [-1, 1],
+   * lq [1, 3, H, W] in [0, 1], H and W multiples of 8 → restored [1, 3, H, W] in about [-1, 1],
    * with seconds per phase: clip (probe), prompts, encode, control (hint), denoise, decode.
    */
   async restore(e: Engine, lq: Tensor, rgb: RgbImage, o: TrainingFreeOptions): Promise<{ image: Tensor; detected: Detection[]; scores: Detection[]; seconds: Record<string, number> }> {

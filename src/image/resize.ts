@@ -21,6 +21,7 @@ interface Coeffs {
   ksize: number;
   bounds: Int32Array; // per output: first input index, count
   kk: Int32Array; // outSize * ksize fixed-point weights
+  kd: Float64Array; // the same weights before fixed point (Pillow's float-image path)
 }
 
 /** precompute_coeffs + normalize_coeffs_8bpc, same double arithmetic and same operation order. */
@@ -32,6 +33,7 @@ function coeffs(inSize: number, outSize: number): Coeffs {
   const ss = 1 / filterscale; // Pillow multiplies by the reciprocal; dividing can differ in the last bit
   const bounds = new Int32Array(outSize * 2);
   const kk = new Int32Array(outSize * ksize);
+  const kd = new Float64Array(outSize * ksize);
   const k = new Float64Array(ksize);
   for (let xx = 0; xx < outSize; xx++) {
     const center = (xx + 0.5) * scale;
@@ -44,12 +46,13 @@ function coeffs(inSize: number, outSize: number): Coeffs {
     }
     for (let x = 0; x < xmax; x++) {
       const w = ww !== 0 ? k[x] / ww : k[x];
+      kd[xx * ksize + x] = w;
       kk[xx * ksize + x] = Math.trunc(w < 0 ? -0.5 + w * ONE : 0.5 + w * ONE);
     }
     bounds[xx * 2] = xmin;
     bounds[xx * 2 + 1] = xmax;
   }
-  return { ksize, bounds, kk };
+  return { ksize, bounds, kk, kd };
 }
 
 // Sums are integers below 2^31 (|Σ coef| ≤ ~1.3·2^22, samples ≤ 255), so doubles hold them exactly.
@@ -90,4 +93,35 @@ export function resizeBicubicU8(img: RgbImage, width: number, height: number): R
   if (width !== img.width) data = pass(data, img.width, width, img.height, coeffs(img.width, width), true);
   if (height !== img.height) data = pass(data, width, width, height, coeffs(img.height, height), false);
   return { width, height, data: data === img.data ? data.slice() : data };
+}
+
+/**
+ * The same bicubic on float planes [C, H, W] (Pillow's path for float images: the normalised
+ * weights in double, float32 between the passes, no 8-bit rounding), so 16-bit photos and alpha
+ * keep their precision. Values are clamped to [0, 1] as an 8-bit resize would.
+ */
+export function resizeBicubicPlanes(planes: Float32Array, channels: number, width: number, height: number, outW: number, outH: number): Float32Array {
+  const horizontal = coeffs(width, outW);
+  const vertical = coeffs(height, outH);
+  const tmp = new Float32Array(height * outW);
+  const out = new Float32Array(channels * outH * outW);
+  for (let c = 0; c < channels; c++) {
+    const src = planes.subarray(c * width * height, (c + 1) * width * height);
+    for (let y = 0; y < height; y++) {
+      for (let x = 0; x < outW; x++) tmp[y * outW + x] = tap(src, y * width, 1, horizontal, x);
+    }
+    for (let y = 0; y < outH; y++) {
+      for (let x = 0; x < outW; x++) out[(c * outH + y) * outW + x] = Math.min(Math.max(tap(tmp, x, outW, vertical, y), 0), 1);
+    }
+  }
+  return out;
+}
+
+/** Σ src[base + (min + i)·step] · weight_i for output `o`. */
+function tap(src: Float32Array, base: number, step: number, c: Coeffs, o: number): number {
+  const min = c.bounds[o * 2];
+  const n = c.bounds[o * 2 + 1];
+  let ss = 0;
+  for (let i = 0; i < n; i++) ss += src[base + (min + i) * step] * c.kd[o * c.ksize + i];
+  return ss;
 }

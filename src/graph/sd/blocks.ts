@@ -4,7 +4,7 @@ import type { Engine } from '../../engine/engine.js';
 import type { Tensor } from '../../engine/tensor.js';
 import { attention } from '../../engine/ops/attention.js';
 import { add, geglu, scale } from '../../engine/ops/elementwise.js';
-import { permute, upsampleNearest2x } from '../../engine/ops/copy.js';
+import { permute, upsampleNearest, upsampleNearest2x } from '../../engine/ops/copy.js';
 import { Module, ModuleList } from '../module.js';
 import { Conv2d, GroupNorm, LayerNorm, Linear } from '../nn.js';
 
@@ -186,7 +186,7 @@ export class Downsample2D extends Module {
   }
 }
 
-/** Upsample2D: nearest ×2, then a 3×3 conv. */
+/** Upsample2D: nearest ×2 (or to `size`, as diffusers' upsample_size), then a 3×3 conv. */
 export class Upsample2D extends Module {
   readonly conv: Conv2d;
   constructor(channels: number) {
@@ -194,7 +194,7 @@ export class Upsample2D extends Module {
     this.conv = this.child('conv', new Conv2d(channels, channels, 3, 1, 1));
   }
 
-  forward(e: Engine, x: Tensor): Tensor {
-    return e.tidy(() => e.trace(this.path, this.conv.forward(e, upsampleNearest2x(e, x))));
+  forward(e: Engine, x: Tensor, size?: readonly [number, number]): Tensor {
+    return e.tidy(() => e.trace(this.path, this.conv.forward(e, size ? upsampleNearest(e, x, size[0], size[1]) : upsampleNearest2x(e, x))));
   }
 }

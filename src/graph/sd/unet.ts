@@ -217,15 +217,15 @@ class UpBlock extends Module {
     return this.resnets.items.length;
   }
 
-  /** skips: this block's skip tensors, the last one consumed first. */
-  forward(e: Engine, x: Tensor, skips: Tensor[], ctx: StepContext): Tensor {
+  /** skips: this block's skip tensors, the last one consumed first; upsampleSize: the next block's last skip's [h, w]. */
+  forward(e: Engine, x: Tensor, skips: Tensor[], ctx: StepContext, upsampleSize?: readonly [number, number]): Tensor {
     return e.tidy(() => {
       let h = x;
       this.resnets.items.forEach((resnet, j) => {
         h = resnet.forward(e, concat(e, [h, skips[skips.length - 1 - j]], 1), ctx.tembAct);
         if (this.attentions) h = this.attentions.items[j].forward(e, h, ctx.context);
       });
-      if (this.upsamplers) h = this.upsamplers.items[0].forward(e, h);
+      if (this.upsamplers) h = this.upsamplers.items[0].forward(e, h, upsampleSize);
       return e.trace(this.path, h);
     });
   }
@@ -271,14 +271,6 @@ export class UNet2DConditionModel extends Module {
     return this.conv_in.weight.t.dtype;
   }
 
-  /** The latent side must halve cleanly at every downsampling. */
-  checkLatentSize(h: number, w: number): void {
-    const factor = 2 ** (this.config.blockOut.length - 1);
-    if (h % factor || w % factor) {
-      throw new DrError(`latent ${h}×${w} must be a multiple of ${factor} on each side (${this.config.blockOut.length - 1} downsamplings; image sides a multiple of ${factor * 8})`);
-    }
-  }
-
   /** silu(time_embedding(sinusoid(t))) for a batch: [B, 4·C0]. */
   timeEmbedding(e: Engine, timestep: number, batch: number): Tensor {
     const c0 = this.config.blockOut[0];
@@ -291,14 +283,13 @@ export class UNet2DConditionModel extends Module {
 
   /** sample [B, 4, h, w], encoder_hidden_states [B, 77, Cc] → noise prediction [B, 4, h, w]. */
   forward(e: Engine, sample: Tensor, timestep: number, context: Tensor, control?: ControlResiduals): Tensor {
-    const [B, , h, w] = sample.shape;
-    this.checkLatentSize(h, w);
+    const B = sample.shape[0];
     return e.tidy(() => {
       // Activations run in the weights' precision; the result returns in the sample's.
       const dt = this.dtype;
       const temb = this.timeEmbedding(e, timestep, B);
-      const ctx: StepContext = { tembAct: silu(e, temb), context: context.dtype === dt ? context : cast(e, context, dt) };
-      let x = e.trace('conv_in', this.conv_in.forward(e, sample.dtype === dt ? sample : cast(e, sample, dt)));
+      const ctx: StepContext = { tembAct: silu(e, temb), context: cast(e, context, dt) };
+      let x = e.trace('conv_in', this.conv_in.forward(e, cast(e, sample, dt)));
       let skips: Tensor[] = [x];
       for (const block of this.down_blocks.items) {
         const r = block.forward(e, x, ctx);
@@ -311,12 +302,15 @@ export class UNet2DConditionModel extends Module {
       }
       x = this.mid_block.forward(e, x, ctx);
       if (control) x = add(e, x, control.mid);
+      // Any latent size runs, as in diffusers: a side that is odd at some level comes back from
+      // the upsampler at its skip's size (the stride-2 convs round up, ×2 would overshoot by one).
       for (const block of this.up_blocks.items) {
         const mine = skips.splice(skips.length - block.skipCount);
-        x = block.forward(e, x, mine, ctx);
+        const next = skips.at(-1);
+        x = block.forward(e, x, mine, ctx, next && [next.shape[2], next.shape[3]]);
       }
       const out = e.trace('conv_out', this.conv_out.forward(e, this.conv_norm_out.forward(e, x, 'silu')));
-      return out.dtype === sample.dtype ? out : cast(e, out, sample.dtype);
+      return cast(e, out, sample.dtype);
     });
   }
 }
