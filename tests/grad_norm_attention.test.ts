@@ -227,8 +227,8 @@ describe('attention backward', () => {
       expectGrad(dctx, fx.readF32(`${c}.grad_context`));
     }
     if (c === 'attn_cross1tok') {
-      // One key: its probability is exactly 1, so q and k get exactly no gradient (structurally
-      // zero in the fixture); the scores round as in the forward, so the kernels give exact zeros.
+      // One key: its probability is 1, so q and k get no gradient (structurally zero in the
+      // fixture). O is then exactly v, so dO·v − rowsum(dO∘O) is exactly 0: exact zeros.
       expect(absMax(await e.read(g.dq!))).toBe(0);
       expect(absMax(await e.read(g.dk!))).toBe(0);
     }

@@ -52,8 +52,8 @@ fn main(@builtin(workgroup_id) wg: vec3u, @builtin(local_invocation_index) li: u
   if (CAUSAL) { q0 = (wg.x * KEYS / ROWS) * ROWS; }
 
   for (; q0 < p.Lq; q0 += ROWS) {
-    // Qs holds scale·q, so scores round exactly as in the forward (a single key's
-    // probability is then exactly 1); Os holds the dO tile (O is only read for D).
+    // Qs holds scale·q (scaled as in the forward); Os holds the dO tile (O is only
+    // read for D, summed in the same order as dO·v so that one key gives ds = 0 exactly).
     for (var e = li; e < ROWS * HEAD_DIM; e += KEYS) {
       let qi = q0 + e / HEAD_DIM;
       let d = e % HEAD_DIM;
