@@ -1,0 +1,104 @@
+import type { Engine } from '../engine.js';
+import type { Tensor } from '../tensor.js';
+import { assertShape, elementwiseGrid } from './common.js';
+
+export interface AdamWOptions {
+  lr: number;
+  betas?: readonly [number, number];
+  eps?: number;
+  weightDecay?: number;
+  /** Clip the gradients to this global 2-norm first (torch.nn.utils.clip_grad_norm_). */
+  maxGradNorm?: number;
+}
+
+/** One parameter to update: its f32 master weight (updated in place) and its gradient. */
+export interface ParamGrad {
+  param: Tensor;
+  grad: Tensor;
+}
+
+/**
+ * torch.optim.AdamW (amsgrad off) with torch's defaults: one fused dispatch per parameter
+ * tensor. Moments are f32 buffers of their own (unpooled, like weights), created at a
+ * parameter's first step; the parameter itself is the f32 master weight.
+ */
+export class AdamW {
+  /** Steps taken (torch's `step` state: bias correction uses it). */
+  steps = 0;
+  private readonly moments = new Map<Tensor, { m: Tensor; v: Tensor }>();
+  /** Bound in place of the clip factor when not clipping (never read then). */
+  private noClip?: Tensor;
+
+  constructor(private readonly e: Engine, readonly opts: AdamWOptions) {}
+
+  /**
+   * One step over all parameters. `gradScale` multiplies every gradient first (1/k after
+   * accumulating k micro-batches with addInto). Returns the clip factor and global norm
+   * ([2] f32, of the scaled gradients) when clipping, for logging.
+   */
+  step(params: readonly ParamGrad[], gradScale = 1): Tensor | undefined {
+    const { e, opts } = this;
+    const [beta1, beta2] = opts.betas ?? [0.9, 0.999];
+    const t = ++this.steps;
+    const clip = opts.maxGradNorm === undefined ? undefined : clipCoefficient(e, params.map((p) => p.grad), opts.maxGradNorm, gradScale);
+    for (const { param, grad } of params) {
+      assertShape('AdamW', param.dtype === 'f32', `parameter ${param} must be f32 (the master weight)`);
+      assertShape('AdamW', grad.size === param.size, `gradient ${grad} for parameter ${param}`);
+      let state = this.moments.get(param);
+      if (!state) {
+        const zeros = new Uint8Array(param.byteLength);
+        state = { m: e.createWeight(zeros, param.shape, 'f32'), v: e.createWeight(zeros, param.shape, 'f32') };
+        this.moments.set(param, state);
+      }
+      const { workgroups, groupsX } = elementwiseGrid(param.size);
+      e.run({
+        kernel: 'adamw',
+        bindings: { param, m: state.m, v: state.v, grad, clip: clip ?? (this.noClip ??= e.createWeight(new Uint8Array(8), [2], 'f32')) },
+        defines: { CLIP: !!clip },
+        params: {
+          n: param.size, groupsX, beta1, beta2, eps: opts.eps ?? 1e-8,
+          decay: 1 - opts.lr * (opts.weightDecay ?? 1e-2),
+          stepSize: opts.lr / (1 - beta1 ** t),
+          bc2Sqrt: Math.sqrt(1 - beta2 ** t),
+          gradScale,
+        },
+        workgroups,
+      });
+    }
+    return clip;
+  }
+
+  /** The moments of a parameter (tests, checkpoints of the optimiser). */
+  state(param: Tensor): { m: Tensor; v: Tensor } | undefined {
+    return this.moments.get(param);
+  }
+}
+
+const NORM_GROUPS = 64;
+const NORM_WG = 256;
+
+/**
+ * [min(1, maxNorm / (‖g‖ + 1e-6)), ‖g‖] over all gradients together, ‖g‖ of the gradients
+ * times gradScale (torch's clip_grad_norm_ factor), on the GPU: no read back before the step.
+ */
+export function clipCoefficient(e: Engine, grads: readonly Tensor[], maxNorm: number, gradScale = 1): Tensor {
+  return e.tidy(() => {
+    const groups = grads.map((g) => Math.max(1, Math.min(NORM_GROUPS, Math.ceil(g.size / NORM_WG))));
+    const partial = e.empty([groups.reduce((s, n) => s + n, 0)]);
+    let at = 0;
+    grads.forEach((x, i) => {
+      e.run({ kernel: 'sum_squares', bindings: { x, partial }, defines: { WG: NORM_WG }, params: { n: x.size, groups: groups[i], at }, workgroups: [groups[i]] });
+      at += groups[i];
+    });
+    const out = e.empty([2]);
+    e.run({ kernel: 'clip_coef', bindings: { partial, out }, defines: { WG: NORM_WG }, params: { count: at, maxNorm, gradScale }, workgroups: [1] });
+    return out;
+  });
+}
+
+/** acc += x · scale in place (acc f32): gradient accumulation over micro-batches and tape branches. */
+export function addInto(e: Engine, acc: Tensor, x: Tensor, scale = 1): void {
+  assertShape('addInto', acc.dtype === 'f32' && acc.size === x.size, `accumulate ${x} into ${acc}`);
+  const { workgroups, groupsX } = elementwiseGrid(x.size);
+  e.run({ kernel: 'add_into', bindings: { acc, x }, params: { n: x.size, scale, groupsX }, workgroups });
+}
