@@ -27,7 +27,11 @@ export const rsqrt = (e: Engine, x: Tensor): Tensor => unary(e, x, 'rsqrt');
 export const leakyRelu = (e: Engine, x: Tensor, slope = 0.01): Tensor => unary(e, x, 'leaky_relu', { alpha: slope });
 export const scale = (e: Engine, x: Tensor, s: number, shift = 0): Tensor => unary(e, x, 'none', { scale: s, shift });
 
-/** Backward of `unary`: dx = dy · scale · act'(x), in dy's dtype (act' at a ReLU kink is PyTorch's: 0 takes the left slope). */
+/**
+ * Backward of `unary`: dx = dy · scale · act'(x), in dy's dtype (act' at a ReLU kink is PyTorch's:
+ * 0 takes the left slope). For relu and leaky_relu (slope > 0) the output has x's sign, so a fused
+ * epilogue's output can stand in for x.
+ */
 export function unaryBackward(e: Engine, act: Activation, x: Tensor, dy: Tensor, opts: { alpha?: number; scale?: number } = {}): Tensor {
   assertShape('unaryBackward', dy.size === x.size, `gradient ${dy} for input ${x}`);
   const dx = e.empty(x.shape, dy.dtype);
