@@ -166,6 +166,15 @@ describe('activations by finite differences', () => {
     expect(Array.from(await e.read(unaryBackward(e, 'leaky_relu', x, dy, { alpha: 0.25 })))).toEqual([0.5, 0.5, 2]);
   });
 
+  it('relu and leaky_relu backward from the output equal backward from x (fused epilogues keep only the output)', async () => {
+    const x = e.upload(Float32Array.from(rand(301, 15), (v, i) => (i % 7 === 0 ? 0 : v)), [301]);
+    const dy = e.upload(rand(301, 16), [301]);
+    for (const [act, alpha] of [['relu', 0], ['leaky_relu', 0.2]] as [Activation, number][]) {
+      const fromY = await e.read(unaryBackward(e, act, unary(e, x, act, { alpha }), dy, { alpha }));
+      expect(fromY).toEqual(await e.read(unaryBackward(e, act, x, dy, { alpha })));
+    }
+  });
+
   it.each([[3, 5, 7], [2, 1, 150]])('geglu [%i, %i, 2·%i]', async (B, L, F) => {
     const rows = B * L;
     const x = rand(rows * 2 * F, 13, 3);
