@@ -4,7 +4,8 @@ import { Command } from 'commander';
 import { DrError } from '../errors.js';
 import { SD_COMPONENTS, SD15_CONFIG_DIR, SingleFileSd, isOriginalSd, type SdComponent } from '../graph/sd/single_file.js';
 import { Checkpoint, openTensorFile } from '../weights/checkpoint.js';
-import { writeSafetensorsLazy } from '../weights/safetensors.js';
+import { writeSafetensorsYielding } from '../weights/safetensors.js';
+import { beginTemp, checkOutputFile, checkOutputFolder, checkWritable, commitTemp, dropTemp, Inputs } from '../atomic.js';
 import { Progress } from './progress.js';
 import { runCommand } from './run.js';
 
@@ -44,15 +45,21 @@ Examples:
     .action((input: string, opts: ConvertOptions) => runCommand(async () => convert(input, opts)));
 }
 
-function convert(input: string, opts: ConvertOptions): void {
+async function convert(input: string, opts: ConvertOptions): Promise<void> {
   const out = path.resolve(opts.output!);
-  if (fs.existsSync(out) && !opts.force) throw new DrError(`${opts.output}: already exists (use --force to overwrite)`);
+  // The input (and --config) may not be the output, nor inside an output folder that replaces it.
+  const inputs = new Inputs([input, ...(opts.config ? [opts.config] : [])]);
+  if (out.endsWith('.safetensors')) checkOutputFile(opts.output!, inputs, !!opts.force);
+  else {
+    checkOutputFolder(opts.output!, 'tree', inputs);
+    checkWritable(opts.output!, !!opts.force);
+  }
   const src = openTensorFile(input, opts.key);
   if (out.endsWith('.safetensors')) {
     const ck = Checkpoint.fromSource(input, src);
     const bar = progress([ck]);
     try {
-      writeAll(out, ck, input, bar);
+      await writeAll(out, ck, input, bar);
     } finally {
       bar.stop();
       ck.close();
@@ -62,15 +69,14 @@ function convert(input: string, opts: ConvertOptions): void {
       src.close();
       throw new DrError(`${input}: not a single-file Stable Diffusion checkpoint (no model.diffusion_model.* tensors); to convert its tensors as they are, give -o FILE.safetensors`);
     }
-    toDiffusers(SingleFileSd.fromSource(input, src, opts.config ?? SD15_CONFIG_DIR), out, input);
+    await toDiffusers(SingleFileSd.fromSource(input, src, opts.config ?? SD15_CONFIG_DIR), out, input);
   }
   process.stdout.write(`${out}\n`);
 }
 
 /** Written through a temporary folder and a rename, so a failure leaves no half-made model. */
-function toDiffusers(sd: SingleFileSd, out: string, input: string): void {
-  const tmp = `${out}.tmp-${process.pid}`;
-  fs.rmSync(tmp, { recursive: true, force: true });
+async function toDiffusers(sd: SingleFileSd, out: string, input: string): Promise<void> {
+  const tmp = beginTemp(out);
   try {
     for (const f of ['model_index.json', 'tokenizer', 'scheduler', ...SD_COMPONENTS.map((c) => `${c}/config.json`)]) {
       const from = path.join(sd.configDir, f);
@@ -81,15 +87,14 @@ function toDiffusers(sd: SingleFileSd, out: string, input: string): void {
     try {
       for (const { c, ck } of parts) {
         fs.mkdirSync(path.join(tmp, c), { recursive: true });
-        writeAll(path.join(tmp, c, WEIGHTS_FILE[c]), ck, input, bar);
+        await writeAll(path.join(tmp, c, WEIGHTS_FILE[c]), ck, input, bar);
       }
     } finally {
       bar.stop();
     }
-    fs.rmSync(out, { recursive: true, force: true });
-    fs.renameSync(tmp, out);
+    commitTemp(tmp, out);
   } catch (e) {
-    fs.rmSync(tmp, { recursive: true, force: true });
+    dropTemp(tmp);
     throw e;
   } finally {
     sd.close();
@@ -106,10 +111,10 @@ function progress(cks: Checkpoint[]): Progress {
 }
 
 /** Tensor by tensor: read, write, drop, so memory holds one tensor at a time. */
-function writeAll(file: string, ck: Checkpoint, input: string, bar: Progress): void {
+async function writeAll(file: string, ck: Checkpoint, input: string, bar: Progress): Promise<void> {
   const tensors = ck.keys().map((k) => {
     const { name, dtype, shape } = ck.info(k);
     return { name, dtype, shape, read: () => ck.readBytes(k) };
   });
-  writeSafetensorsLazy(file, tensors, { format: 'pt', producer: 'dr convert', source: path.basename(input) }, (n) => bar.tick(n));
+  await writeSafetensorsYielding(file, tensors, { format: 'pt', producer: 'dr convert', source: path.basename(input) }, (n) => bar.tick(n));
 }

@@ -5,6 +5,13 @@ import cliProgress from 'cli-progress';
  * enough steps to be worth watching; otherwise every call is a no-op.
  */
 export class Progress {
+  /** Bars on screen, stopped on an interrupt so that the cursor and line wrapping come back. */
+  private static readonly shown = new Set<Progress>();
+
+  static stopAll(): void {
+    for (const p of Progress.shown) p.stop();
+  }
+
   private readonly bar?: cliProgress.SingleBar;
 
   constructor(label: string, total: number, opts: { minTotal?: number; unit?: string; bytes?: boolean } = {}) {
@@ -15,6 +22,7 @@ export class Progress {
       cliProgress.Presets.shades_classic,
     );
     this.bar.start(total, 0, opts.bytes ? { value_mib: '0', total_mib: mib(total) } : {});
+    Progress.shown.add(this);
     this.bytes = !!opts.bytes;
   }
 
@@ -28,6 +36,7 @@ export class Progress {
 
   stop(): void {
     this.bar?.stop();
+    Progress.shown.delete(this);
   }
 }
 

@@ -1,7 +1,7 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import sharp, { type Metadata } from 'sharp';
-import { checkWritable, ensureDir, writeAtomic } from '../atomic.js';
+import { checkOutputFolder, checkWritable, Inputs, writeAtomic } from '../atomic.js';
 import { DrError } from '../errors.js';
 import { checkImageFile, isImagePath, unreadable } from './load.js';
 
@@ -30,6 +30,8 @@ export interface SaveOptions {
   /** 16 writes 16-bit samples to PNG and TIFF; JPEG and WebP are always 8-bit. */
   bitDepth?: 8 | 16;
   force?: boolean;
+  /** JPEG and WebP quality, 1–100 (default 95). */
+  quality?: number;
 }
 
 const INPUT_FORMATS = ['png', 'jpeg', 'webp', 'tiff', 'gif'];
@@ -87,7 +89,7 @@ export async function checkImage(p: string): Promise<Metadata> {
 
 /**
  * Encodes by the extension of `p` (.png .jpg/.jpeg .webp .tif/.tiff): JPEG and WebP at
- * quality 95, TIFF deflate-compressed (sharp's default, JPEG, would be lossy and 8-bit).
+ * `quality` (95 unless given), TIFF deflate-compressed (sharp's default, JPEG, would be lossy and 8-bit).
  * Alpha is reattached, except for JPEG, which has none: there the image is flattened onto
  * white. The file is written under a temporary name in the same folder and renamed, so a
  * failed or interrupted save never leaves a partial file at `p`; an existing `p` is
@@ -113,8 +115,8 @@ export async function saveImage(p: string, img: ImageToSave, opts: SaveOptions =
   if (deep) s = s.toColourspace('rgb16');
   s = format === 'png' ? s.png()
     : format === 'tiff' ? s.tiff({ compression: 'deflate' })
-    : format === 'webp' ? s.webp({ quality: 95 })
-    : s.flatten({ background: '#ffffff' }).jpeg({ quality: 95 });
+    : format === 'webp' ? s.webp({ quality: opts.quality ?? 95 })
+    : s.flatten({ background: '#ffffff' }).jpeg({ quality: opts.quality ?? 95 });
   const bytes = await s.toBuffer().catch((e: Error): never => {
     throw new DrError(`${p}: cannot encode ${format} (${e.message})`);
   });
@@ -123,13 +125,16 @@ export async function saveImage(p: string, img: ImageToSave, opts: SaveOptions =
   writeAtomic(p, bytes);
 }
 
+/** Ends the name of a restored image written beside its input (NAME_restored.EXT). */
+export const RESTORED_SUFFIX = '_restored';
+
 /**
  * Where the restored `input` goes. Without `-o`: beside the input as `<stem><suffix><ext>`.
  * `-o` is a folder when it exists as one, ends in `/`, or there are several inputs (it is
  * created); the file keeps the input's name there. Otherwise `-o` is the output file.
  * Inputs in a format dr cannot write (GIF) get `.png`.
  */
-export function outputPathFor(input: string, output: string | undefined, manyInputs: boolean, defaultSuffix = '_restored'): string {
+export function outputPathFor(input: string, output: string | undefined, manyInputs: boolean, defaultSuffix = RESTORED_SUFFIX): string {
   const { dir, name, ext: inExt } = path.parse(input);
   const ext = OUTPUT_FORMATS[inExt.toLowerCase()] ? inExt : '.png';
   if (output === undefined) return path.join(dir, `${name}${defaultSuffix}${ext}`);
@@ -143,12 +148,8 @@ export function outputPathFor(input: string, output: string | undefined, manyInp
   if (!existing && !endsInSep && isImagePath(output)) {
     throw new DrError(`${output}: one output file for several inputs; give a folder (ending in /)`);
   }
-  const out = path.join(output, `${name}${ext}`);
-  if (path.resolve(out) === path.resolve(input)) {
-    throw new DrError(`${out}: would replace the input; choose another output folder`);
-  }
-  ensureDir(output);
-  return out;
+  checkOutputFolder(output, 'folder', new Inputs([input]));
+  return path.join(output, `${name}${ext}`);
 }
 
 function statOrUndefined(p: string): fs.Stats | undefined {

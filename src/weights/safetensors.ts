@@ -9,6 +9,7 @@
  * files and offsets past 2 GB / 4 GB work.
  */
 import fs from 'node:fs';
+import { beginTemp, commitTemp, dropTemp } from '../atomic.js';
 import { DrError } from '../errors.js';
 import { bytesToF32, bytesToInt32 } from './dtype.js';
 
@@ -236,19 +237,25 @@ function parseHeader(path: string, fd: number): { metadata: Record<string, strin
 // ---- writer ----
 
 /**
- * Writes tensors in the given order. Goes through `path.tmp-<pid>` and a rename so a
- * crash or bad input never leaves a half-written file at `path`.
+ * Writes tensors in the given order. Goes through a temporary file (src/atomic.ts) and a
+ * rename so a crash or bad input never leaves a half-written file at `path`.
  */
 export function writeSafetensors(path: string, tensors: TensorToWrite[], metadata?: Record<string, string>): void {
-  writeTensors(path, tensors, metadata);
+  for (const _ of writeTensors(path, tensors, metadata));
 }
 
 /** writeSafetensors for lazily read tensors; `onTensor` is told each tensor's bytes once written (progress). */
 export function writeSafetensorsLazy(path: string, tensors: LazyTensorToWrite[], metadata?: Record<string, string>, onTensor?: (bytes: number) => void): void {
-  writeTensors(path, tensors, metadata, onTensor);
+  for (const _ of writeTensors(path, tensors, metadata, onTensor));
 }
 
-function writeTensors(path: string, tensors: (TensorToWrite | LazyTensorToWrite)[], metadata?: Record<string, string>, onTensor?: (bytes: number) => void): void {
+/** writeSafetensorsLazy that lets the event loop run after each tensor, so Ctrl-C is handled during a long conversion. */
+export async function writeSafetensorsYielding(path: string, tensors: LazyTensorToWrite[], metadata?: Record<string, string>, onTensor?: (bytes: number) => void): Promise<void> {
+  for (const _ of writeTensors(path, tensors, metadata, onTensor)) await new Promise<void>((resolve) => setImmediate(resolve));
+}
+
+/** Writes the file, yielding after each tensor. */
+function* writeTensors(path: string, tensors: (TensorToWrite | LazyTensorToWrite)[], metadata?: Record<string, string>, onTensor?: (bytes: number) => void): Generator<void> {
   const header: Record<string, unknown> = {};
   if (metadata && Object.keys(metadata).length > 0) header.__metadata__ = metadata;
   let offset = 0;
@@ -274,7 +281,7 @@ function writeTensors(path: string, tensors: (TensorToWrite | LazyTensorToWrite)
   const lenBytes = Buffer.alloc(8);
   lenBytes.writeBigUInt64LE(BigInt(headerBytes.length));
 
-  const tmp = `${path}.tmp-${process.pid}`;
+  const tmp = beginTemp(path);
   let fd = -1;
   try {
     fd = fs.openSync(tmp, 'w');
@@ -294,13 +301,14 @@ function writeTensors(path: string, tensors: (TensorToWrite | LazyTensorToWrite)
       if (data.byteLength !== expected) throw new Error(`tensor "${t.name}" has ${data.byteLength} bytes, ${t.dtype} [${t.shape}] needs ${expected}`);
       write(new Uint8Array(data.buffer, data.byteOffset, data.byteLength));
       onTensor?.(data.byteLength);
+      yield;
     }
     fs.closeSync(fd);
     fd = -1;
-    fs.renameSync(tmp, path);
+    commitTemp(tmp, path);
   } catch (e) {
     if (fd >= 0) fs.closeSync(fd);
-    fs.rmSync(tmp, { force: true });
+    dropTemp(tmp);
     throw new DrError(`${path}: cannot write: ${(e as Error).message}`);
   }
 }

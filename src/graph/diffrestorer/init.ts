@@ -5,6 +5,7 @@
 // fresh model samples exactly like SD 1.5 and decodes exactly like the SD VAE.
 import fs from 'node:fs';
 import path from 'node:path';
+import { beginTemp, commitTemp, dropTemp } from '../../atomic.js';
 import { DrError } from '../../errors.js';
 import { Checkpoint } from '../../weights/checkpoint.js';
 import { writeSafetensors, type TensorToWrite } from '../../weights/safetensors.js';
@@ -39,8 +40,7 @@ export function initDiffRestorer(o: InitOptions): void {
   const vaeDir = sd.dir('vae');
   const unetCfg = readUNetConfig(unetDir);
   const clipCfg = readClipConfig(o.clip);
-  const tmp = `${o.out}.tmp-${process.pid}`;
-  fs.rmSync(tmp, { recursive: true, force: true });
+  const tmp = beginTemp(o.out);
   try {
     // prompt_processor/
     const ppDir = path.join(tmp, 'prompt_processor');
@@ -110,10 +110,12 @@ export function initDiffRestorer(o: InitOptions): void {
       control: ['dr', 'DiffRestorerControl'],
       decoder: ['dr', 'DegradationAwareDecoder'],
     });
-    fs.rmSync(o.out, { recursive: true, force: true });
-    fs.renameSync(tmp, o.out);
+    commitTemp(tmp, o.out);
   } catch (err) {
-    fs.rmSync(tmp, { recursive: true, force: true });
+    dropTemp(tmp);
+    const e = err as NodeJS.ErrnoException;
+    // A folder that refuses writes (permissions, read-only or full file system) is the user's to fix.
+    if (e.syscall && e.code) throw new DrError(`${o.out}: cannot write the checkpoint (${e.code}${e.path ? ` on ${e.path}` : ''})`);
     throw err;
   } finally {
     sd.close();
