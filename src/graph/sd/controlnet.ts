@@ -9,7 +9,10 @@ import { ConfigFile } from '../config.js';
 import { Module, ModuleList, loadFromCheckpoint, type Precision } from '../module.js';
 import { Conv2d } from '../nn.js';
 import { cast } from '../../engine/ops/copy.js';
-import { DownBlock, MidBlock, TimestepEmbedding, readUNetConfig, timestepFeatures, type ControlResiduals, type StepContext, type UNetConfig } from './unet.js';
+import {
+  DownBlock, MidBlock, TimestepEmbedding, readUNetConfig, timestepFeatures, timestepsPerSample,
+  type ControlResiduals, type StepContext, type Timesteps, type UNetConfig,
+} from './unet.js';
 
 /** Turns the hint image into a feature map the size of conv_in's output. */
 export interface HintEncoder extends Module {
@@ -112,10 +115,10 @@ export class ControlNetModel extends Module {
   }
 
   /**
-   * sample [B, 4, h, w] + embedded hint [B, C0, h, w] → residuals for the UNet's
-   * skips and mid block, multiplied by conditioningScale.
+   * sample [B, 4, h, w] at timestep(s) + embedded hint [B, C0, h, w] → residuals for the
+   * UNet's skips and mid block, multiplied by conditioningScale.
    */
-  forward(e: Engine, sample: Tensor, timestep: number, context: Tensor, hintEmbedding: Tensor, conditioningScale = 1): ControlResiduals {
+  forward(e: Engine, sample: Tensor, timestep: Timesteps, context: Tensor, hintEmbedding: Tensor, conditioningScale = 1): ControlResiduals {
     const [B, , h, w] = sample.shape;
     const [hb, hc, hh, hw] = hintEmbedding.shape;
     const c0 = this.config.blockOut[0];
@@ -123,7 +126,7 @@ export class ControlNetModel extends Module {
       throw new DrError(`control hint embeds to [${hintEmbedding.shape}], the latent needs [${B}, ${c0}, ${h}, ${w}] (hint image 8× the latent size)`);
     }
     return e.tidy(() => {
-      const feats = timestepFeatures(Array(B).fill(timestep), c0, this.config.flipSinToCos, this.config.freqShift);
+      const feats = timestepFeatures(timestepsPerSample(timestep, B), c0, this.config.flipSinToCos, this.config.freqShift);
       const temb = this.time_embedding.forward(e, e.upload(feats, [B, c0], this.dtype));
       const dt = this.dtype;
       const as = (t: Tensor): Tensor => cast(e, t, dt);

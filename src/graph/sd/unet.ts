@@ -86,6 +86,17 @@ function strList(c: ConfigFile, key: string): string[] {
   return v as string[];
 }
 
+/** One timestep for the whole batch, or one per sample (training draws a timestep per sample). */
+export type Timesteps = number | ArrayLike<number>;
+
+/** One timestep per sample: a single one is broadcast to the batch, as diffusers expands `timesteps`. */
+export function timestepsPerSample(t: Timesteps, batch: number): number[] {
+  if (typeof t === 'number') return Array(batch).fill(t);
+  if (t.length === 1) return Array(batch).fill(t[0]);
+  if (t.length !== batch) throw new DrError(`${t.length} timesteps for a batch of ${batch} (give one, or one per sample)`);
+  return Array.from(t);
+}
+
 /**
  * Sinusoidal timestep features as diffusers' get_timestep_embedding computes them
  * in float32: [B, dim], cos half first when flipSinToCos.
@@ -272,17 +283,17 @@ export class UNet2DConditionModel extends Module {
   }
 
   /** silu(time_embedding(sinusoid(t))) for a batch: [B, 4·C0]. */
-  timeEmbedding(e: Engine, timestep: number, batch: number): Tensor {
+  timeEmbedding(e: Engine, timestep: Timesteps, batch: number): Tensor {
     const c0 = this.config.blockOut[0];
-    const feats = timestepFeatures(Array(batch).fill(timestep), c0, this.config.flipSinToCos, this.config.freqShift);
+    const feats = timestepFeatures(timestepsPerSample(timestep, batch), c0, this.config.flipSinToCos, this.config.freqShift);
     return e.tidy(() => {
       const proj = e.trace('time_proj', e.upload(feats, [batch, c0], this.dtype));
       return this.time_embedding.forward(e, proj);
     });
   }
 
-  /** sample [B, 4, h, w], encoder_hidden_states [B, 77, Cc] → noise prediction [B, 4, h, w]. */
-  forward(e: Engine, sample: Tensor, timestep: number, context: Tensor, control?: ControlResiduals): Tensor {
+  /** sample [B, 4, h, w], timestep(s), encoder_hidden_states [B, 77, Cc] → noise prediction [B, 4, h, w]. */
+  forward(e: Engine, sample: Tensor, timestep: Timesteps, context: Tensor, control?: ControlResiduals): Tensor {
     const B = sample.shape[0];
     return e.tidy(() => {
       // Activations run in the weights' precision; the result returns in the sample's.
