@@ -1,14 +1,21 @@
 // Model-side groundwork for the training losses (issue 9, item 4): a timestep per batch
 // element in the UNet and the control network, VGG-19 features for stage 2's perceptual loss,
 // and the PatchGAN discriminator.
+import fs from 'node:fs';
+import os from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { Engine } from '../src/engine/engine.js';
 import type { Tensor } from '../src/engine/tensor.js';
 import { DiffRestorerControl } from '../src/graph/diffrestorer/control.js';
 import { UNet2DConditionModel } from '../src/graph/sd/unet.js';
-import { SafetensorsFile } from '../src/weights/safetensors.js';
+import {
+  initDiscriminator, NLayerDiscriminator, saveDiscriminator, discriminatorConfigJson, type DiscriminatorConfig,
+} from '../src/graph/train/discriminator.js';
+import { perceptualLoss, Vgg19Features } from '../src/graph/train/vgg19.js';
+import { SafetensorsFile, writeSafetensors } from '../src/weights/safetensors.js';
 import { absMax, expectClose, FIXTURES, rand } from './helpers.js';
+import { conv2dRef, groupNormRef, pool2dRef } from './reference.js';
 
 const SD = path.join(FIXTURES, 'sd-tiny');
 const TRAIN = path.join(FIXTURES, 'train');
@@ -94,5 +101,170 @@ describe('a timestep per batch element', () => {
       const eps = io.readF32('out.eps_pred');
       expectClose(await e.read(unet.forward(e, input('out.z_t'), t, input('out.p_s'), res)), eps, 0, 1e-4 * absMax(eps));
     });
+  });
+});
+
+describe('VGG-19 features', () => {
+  const VGG = path.join(TRAIN, 'vgg19.safetensors');
+  let vgg: Vgg19Features;
+  let weights: SafetensorsFile;
+  beforeAll(() => {
+    vgg = Vgg19Features.load(e, VGG);
+    weights = SafetensorsFile.open(VGG);
+  });
+  afterAll(() => weights.close());
+
+  /** f64 host VGG: [-1, 1] → [0, 1] → ImageNet-normalised, conv+ReLU stages with 2×2 max-pools between. */
+  function vggRef(y: Float32Array, [B, , H, W]: number[]): { values: Float64Array; shape: number[] }[] {
+    const [mean, std] = [[0.485, 0.456, 0.406], [0.229, 0.224, 0.225]];
+    let shape = [B, 3, H, W];
+    let x: Float64Array = Float64Array.from(y, (v, i) => ((v + 1) / 2 - mean[Math.floor(i / (H * W)) % 3]) / std[Math.floor(i / (H * W)) % 3]);
+    const out = [];
+    for (const [s, convs] of [[0, 2], [5, 7], [10, 12, 14, 16], [19, 21, 23, 25], [28, 30, 32, 34]].entries()) {
+      if (s > 0) {
+        x = pool2dRef(x, shape, 'max', 2, 2, 0);
+        shape = [B, shape[1], Math.floor(shape[2] / 2), Math.floor(shape[3] / 2)];
+      }
+      for (const n of convs) {
+        const wInfo = weights.info(`features.${n}.weight`);
+        const r = conv2dRef(x, weights.readF32(`features.${n}.weight`), weights.readF32(`features.${n}.bias`), shape, wInfo.shape, 1, 1);
+        x = r.y.map((v) => Math.max(v, 0));
+        shape = [B, wInfo.shape[0], r.Ho, r.Wo];
+      }
+      out.push({ values: x, shape });
+    }
+    return out;
+  }
+
+  it('reads the stage widths from the file', () => {
+    expect(vgg.widths).toEqual([8, 16, 16, 32, 32]);
+  });
+
+  it('relu1_2 … relu5_4 against an f64 host reference (batch 2, odd sides 21×18)', async () => {
+    const shape = [2, 3, 18, 21];
+    const y = rand(2 * 3 * 18 * 21, 21);
+    const got = vgg.forward(e, e.upload(y, shape));
+    const ref = vggRef(y, shape);
+    for (let k = 0; k < 5; k++) {
+      expect(got[k].shape).toEqual(ref[k].shape);
+      // 16 stacked f32 convs of ≤ 288 terms: rounding grows with depth, relative to the layer's scale
+      // (measured ≤ 1.0e-6).
+      expectClose(await e.read(got[k]), ref[k].values, 0, 2e-5 * absMax(ref[k].values));
+    }
+  });
+
+  it("L_per of the stage-2 fixture's x_hat against 2·I_HQ − 1", async () => {
+    const io = SafetensorsFile.open(path.join(TRAIN, 'stage2_io.safetensors'));
+    try {
+      const up = (name: string): Tensor => e.upload(io.readF32(name), io.info(name).shape);
+      const target = io.readF32('pixels_hq').map((v) => 2 * v - 1);
+      const loss = perceptualLoss(e, vgg, up('out.x_hat'), e.upload(target, io.info('pixels_hq').shape));
+      expect(loss.shape).toEqual([]);
+      // Losses: the fixture's suggested rtol 1e-4 (its f32 vs f64: 2.1e-7 relative; measured here 7e-8).
+      expectClose(await e.read(loss), io.readF32('loss_per'), 1e-4, 0);
+    } finally {
+      io.close();
+    }
+  });
+
+  it('a missing or wrong weights file is a one-line error', () => {
+    expect(() => Vgg19Features.load(e, path.join(TRAIN, 'no-such-vgg.safetensors'))).toThrow(/no-such-vgg.safetensors: no such file/);
+    expect(() => Vgg19Features.load(e, path.join(TRAIN, 'dr-random/decoder/model.safetensors')))
+      .toThrow(/model.safetensors: not a VGG-19 features checkpoint \(no tensor "features.0.weight"\)/);
+    expect(() => vgg.forward(e, e.upload(rand(3 * 15 * 40), [1, 3, 15, 40]))).toThrow('at least 16×16 pixels, got 40×15');
+  });
+});
+
+describe('PatchGAN discriminator (pix2pix NLayerDiscriminator)', () => {
+  const cfg: DiscriminatorConfig = { inChannels: 3, ndf: 4, nLayers: 3, eps: 1e-5, slope: 0.2 };
+  // pix2pix's Sequential indices: conv 0, LeakyReLU 1, conv 2, norm 3, LeakyReLU 4, conv 5, norm 6, …, conv 11.
+  const KEYS = ['0', '2', '3', '5', '6', '8', '9', '11'].flatMap((n) => [`model.${n}.weight`, `model.${n}.bias`]);
+  let tmp: string;
+  beforeAll(() => {
+    tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'dr-disc-'));
+  });
+  afterAll(() => fs.rmSync(tmp, { recursive: true, force: true }));
+
+  it("has pix2pix's key names and widths ndf·[1, 2, 4, 8]", () => {
+    const shapes = Object.fromEntries([...new NLayerDiscriminator(cfg).namedParams()].map(([k, p]) => [k, p.shape]));
+    expect(Object.keys(shapes).sort()).toEqual([...KEYS].sort());
+    expect(shapes['model.0.weight']).toEqual([4, 3, 4, 4]);
+    expect(shapes['model.5.weight']).toEqual([16, 8, 4, 4]);
+    expect(shapes['model.8.weight']).toEqual([32, 16, 4, 4]);
+    expect(shapes['model.9.weight']).toEqual([32]);
+    expect(shapes['model.11.weight']).toEqual([1, 32, 4, 4]);
+  });
+
+  /** f64 host forward: conv (4×4, pad 1) → instance norm → LeakyReLU(0.2), per pix2pix. */
+  function discRef(w: (k: string) => Float32Array, x: Float32Array, inShape: number[]): { values: Float64Array; shape: number[] } {
+    let shape = inShape;
+    let values: Float64Array = Float64Array.from(x);
+    const layers: [string, number, string | undefined, boolean][] = [['0', 2, undefined, true], ['2', 2, '3', true], ['5', 2, '6', true], ['8', 1, '9', true], ['11', 1, undefined, false]];
+    for (const [conv, stride, norm, act] of layers) {
+      const wt = w(`model.${conv}.weight`);
+      const Cout = wt.length / (shape[1] * 16);
+      const r = conv2dRef(values, wt, w(`model.${conv}.bias`), shape, [Cout, shape[1], 4, 4], stride, 1);
+      shape = [shape[0], Cout, r.Ho, r.Wo];
+      values = r.y;
+      if (norm) values = groupNormRef(values, shape[0], Cout, r.Ho * r.Wo, Cout, w(`model.${norm}.weight`), w(`model.${norm}.bias`), cfg.eps);
+      if (act) values = values.map((v) => (v > 0 ? v : 0.2 * v));
+    }
+    return { values, shape };
+  }
+
+  it('forward against an f64 host reference (random weights incl. the norms’ affine, batch 2, 35×29)', async () => {
+    const dir = path.join(tmp, 'random');
+    fs.mkdirSync(dir);
+    fs.writeFileSync(path.join(dir, 'config.json'), JSON.stringify(discriminatorConfigJson(cfg)));
+    const host = new Map([...new NLayerDiscriminator(cfg).namedParams()].map(([k, p], i) => {
+      const n = p.shape.reduce((a, d) => a * d, 1);
+      // Weights of fan-in scale; norm scales around 1.
+      const fan = p.shape.length === 4 ? p.shape[1] * 16 : 1;
+      const v = rand(n, 100 + i, p.shape.length === 4 ? 1 / Math.sqrt(fan) : 0.5);
+      if (/model\.(3|6|9)\.weight/.test(k)) v.forEach((x, j) => (v[j] = 1 + x));
+      return [k, { shape: [...p.shape], v }];
+    }));
+    writeSafetensors(path.join(dir, 'model.safetensors'), [...host].map(([name, t]) => ({ name, dtype: 'F32', shape: t.shape, data: t.v })));
+    const d = NLayerDiscriminator.load(e, dir);
+    const shape = [2, 3, 35, 29];
+    const x = rand(2 * 3 * 35 * 29, 7);
+    const got = d.forward(e, e.upload(x, shape));
+    const ref = discRef((k) => host.get(k)!.v, x, shape);
+    expect(got.shape).toEqual([2, 1, 2, 1]);
+    expect(ref.shape).toEqual(got.shape);
+    // Five f32 convs (≤ 512 terms) and three instance norms over as few as 6 pixels: 1e-5 · max|ref|
+    // (measured 6.5e-7).
+    expectClose(await e.read(got), ref.values, 0, 1e-5 * absMax(ref.values));
+  });
+
+  it('seeded init: PyTorch default bounds, the same file for the same seed; saved weights load back', async () => {
+    const [a, b] = [path.join(tmp, 'a'), path.join(tmp, 'b')];
+    initDiscriminator(a, cfg, 5);
+    initDiscriminator(b, cfg, 5);
+    expect(fs.readFileSync(path.join(a, 'model.safetensors'))).toEqual(fs.readFileSync(path.join(b, 'model.safetensors')));
+    const f = SafetensorsFile.open(path.join(a, 'model.safetensors'));
+    try {
+      const w = f.readF32('model.5.weight');
+      expect(absMax(w)).toBeLessThanOrEqual(1 / Math.sqrt(8 * 16));
+      expect(absMax(w)).toBeGreaterThan(0.9 / Math.sqrt(8 * 16));
+      expect(f.readF32('model.6.weight').every((v) => v === 1)).toBe(true);
+    } finally {
+      f.close();
+    }
+    const d = NLayerDiscriminator.load(e, a);
+    expect(d.config).toEqual(cfg);
+    const c = path.join(tmp, 'c');
+    await saveDiscriminator(e, d, c);
+    const x = e.upload(rand(3 * 24 * 24, 9), [1, 3, 24, 24]);
+    const out = await e.read(d.forward(e, x));
+    expect(out.length).toBe(1); // 24 → 12 → 6 → 3 → 2 → 1: the smallest input
+    expectClose(await e.read(NLayerDiscriminator.load(e, c).forward(e, x)), out, 0, 0);
+  });
+
+  it('bad input is a one-line error', () => {
+    const d = NLayerDiscriminator.load(e, path.join(tmp, 'a'));
+    expect(() => d.forward(e, e.upload(rand(3 * 23 * 40), [1, 3, 23, 40]))).toThrow('at least 24×24 pixels, got 40×23');
+    expect(() => d.forward(e, e.upload(rand(4 * 32 * 32), [1, 4, 32, 32]))).toThrow('takes [B, 3, H, W] images');
+    expect(() => NLayerDiscriminator.load(e, path.join(tmp, 'none'))).toThrow(/none.config.json: missing/);
   });
 });
