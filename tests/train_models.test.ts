@@ -171,6 +171,8 @@ describe('VGG-19 features', () => {
     expect(() => Vgg19Features.load(e, path.join(TRAIN, 'no-such-vgg.safetensors'))).toThrow(/no-such-vgg.safetensors: no such file/);
     expect(() => Vgg19Features.load(e, path.join(TRAIN, 'dr-random/decoder/model.safetensors')))
       .toThrow(/model.safetensors: not a VGG-19 features checkpoint \(no tensor "features.0.weight"\)/);
+    // .pth files go through the restricted unpickler (here a UNet state dict).
+    expect(() => Vgg19Features.load(e, path.join(FIXTURES, 'interop/pth/unet_zip.pth'))).toThrow(/unet_zip.pth: not a VGG-19 features checkpoint/);
     expect(() => vgg.forward(e, e.upload(rand(3 * 15 * 40), [1, 3, 15, 40]))).toThrow('at least 16×16 pixels, got 40×15');
   });
 });
@@ -262,7 +264,8 @@ describe('PatchGAN discriminator (pix2pix NLayerDiscriminator)', () => {
   });
 
   it('bad input is a one-line error', () => {
-    const d = NLayerDiscriminator.load(e, path.join(tmp, 'a'));
+    initDiscriminator(path.join(tmp, 'bad'), cfg, 1);
+    const d = NLayerDiscriminator.load(e, path.join(tmp, 'bad'));
     expect(() => d.forward(e, e.upload(rand(3 * 23 * 40), [1, 3, 23, 40]))).toThrow('at least 24×24 pixels, got 40×23');
     expect(() => d.forward(e, e.upload(rand(4 * 32 * 32), [1, 4, 32, 32]))).toThrow('takes [B, 3, H, W] images');
     expect(() => NLayerDiscriminator.load(e, path.join(tmp, 'none'))).toThrow(/none.config.json: missing/);
