@@ -1,5 +1,6 @@
 import { readFileSync } from 'node:fs';
 import { DrError } from '../errors.js';
+import type { Backward, Tape } from './autograd.js';
 import { getGpu, type Gpu } from './device.js';
 import { expandIncludes, parseInterface, type KernelInterface } from './kernel_source.js';
 import { BufferPool } from './pool.js';
@@ -197,8 +198,35 @@ export class Engine {
 
   /** Marks a tensor as outliving every scope (the caller releases it). */
   keep(t: Tensor): Tensor {
-    for (const s of this.scopes) s.delete(t.base ?? t);
+    this.takeFromScopes(t);
+    this.tape?.disown(t);
     return t;
+  }
+
+  /** Removes t from every tidy scope; true if one held it (it was theirs to release). */
+  takeFromScopes(t: Tensor): boolean {
+    let held = false;
+    for (const s of this.scopes) held = s.delete(t.base ?? t) || held;
+    return held;
+  }
+
+  // ---- gradients (autograd.ts) -----------------------------------------------
+
+  /** The tape while autograd's `grad` runs a forward pass. */
+  tape?: Tape;
+
+  /** True while taping and one of `inputs` requires a gradient: the op records a backward. */
+  needsGrad(...inputs: (Tensor | undefined)[]): boolean {
+    const tape = this.tape;
+    return !!tape && inputs.some((t) => t && tape.requiresGrad(t));
+  }
+
+  /**
+   * Records an op's backward on the tape (a no-op when not taping or when no input requires
+   * a gradient). `saved`: every tensor `backward` reads, kept alive until it ran.
+   */
+  record(op: string, inputs: readonly (Tensor | undefined)[], output: Tensor, saved: readonly Tensor[], backward: Backward): void {
+    this.tape?.record(op, inputs, output, saved, backward);
   }
 
   // ---- dispatch ------------------------------------------------------------

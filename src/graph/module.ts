@@ -13,6 +13,8 @@ export type Precision = 'auto' | 'f32' | 'f16';
  */
 export class Param {
   value?: Tensor | RowChunkedTensor | Float32Array;
+  /** Optimised in training: gets a gradient (autograd's `grad`). Frozen params still pass gradients through. */
+  trainable = false;
 
   constructor(
     readonly shape: readonly number[],
@@ -78,6 +80,17 @@ export abstract class Module {
   *namedParams(prefix = ''): Generator<[string, Param]> {
     for (const [name, p] of this.params) yield [prefix + name, p];
     for (const [name, m] of this.children) yield* m.namedParams(`${prefix}${name}.`);
+  }
+
+  /** Marks every param of this subtree trainable (or frozen). */
+  setTrainable(trainable: boolean): this {
+    for (const [, p] of this.namedParams()) p.trainable = trainable;
+    return this;
+  }
+
+  /** The subtree's trainable params by key: what `grad` differentiates and AdamW updates. */
+  trainableParams(prefix = ''): [string, Param][] {
+    return [...this.namedParams(prefix)].filter(([, p]) => p.trainable);
   }
 }
 

@@ -46,7 +46,15 @@ export function attention(
     params: a.params,
     workgroups: [Math.ceil(a.Lq / 64), opts.heads, a.B],
   });
-  if (!lse) e.release(saved);
+  const [Q, K, V] = [a.Q.t, a.K.t, a.V.t];
+  if (e.needsGrad(Q, K, V)) {
+    const dense = [a.Q, a.K, a.V].every((o) => (o.stride ?? a.width) === a.width && (o.offset ?? 0) === 0);
+    assertShape('attention', dense, 'gradients through column slices of a fused projection are not supported');
+    e.record('attention', [Q, K, V], out, [Q, K, V, out, saved], (dout, [dq, dk, dv]) => {
+      const g = attentionBackward(e, Q, K, V, out, saved, dout, opts, { dq, dk, dv });
+      return [g.dq, g.dk, g.dv];
+    });
+  } else if (!lse) e.release(saved);
   return out;
 }
 

@@ -2,7 +2,7 @@ import type { Engine } from '../engine.js';
 import { align } from '../engine.js';
 import type { Tensor } from '../tensor.js';
 import { ACT, assertShape, type Activation } from './common.js';
-import { sumTo } from './elementwise.js';
+import { sumTo, unary } from './elementwise.js';
 import { kSplits } from './matmul.js';
 
 export interface Conv2dOptions {
@@ -27,6 +27,11 @@ export function conv2d(e: Engine, x: Tensor, w: Tensor, opts: Conv2dOptions = {}
   const Wo = Math.floor((W + left + right - KW) / sw) + 1;
   assertShape('conv2d', Ho > 0 && Wo > 0, `kernel ${KH}x${KW} larger than padded input ${H}x${W}`);
   if (opts.bias) assertShape('conv2d', opts.bias.size === Cout, `bias ${opts.bias} for ${Cout} channels`);
+  const taping = e.needsGrad(x, w, opts.bias);
+  // Taping: the activation runs as its own op, which keeps the pre-activation for its backward.
+  if (taping && opts.act && opts.act !== 'none') {
+    return unary(e, conv2d(e, x, w, { ...opts, act: 'none' }), opts.act, { alpha: opts.alpha ?? 0.01 });
+  }
 
   const y = e.empty([B, Cout, Ho, Wo], x.dtype);
   e.run({
@@ -36,6 +41,12 @@ export function conv2d(e: Engine, x: Tensor, w: Tensor, opts: Conv2dOptions = {}
     params: { Cin, H, W, Cout, Ho, Wo, KH, KW, strideH: sh, strideW: sw, padH: top, padW: left, alpha: opts.alpha ?? 0.01 },
     workgroups: [Math.ceil((Ho * Wo) / 64), Math.ceil(Cout / 64), B],
   });
+  if (taping) {
+    e.record('conv2d', [x, w, opts.bias], y, [x, w], (dy, [nx, nw, nb]) => {
+      const g = conv2dBackward(e, x, w, dy, opts, { x: nx, w: nw, bias: nb });
+      return [g.dx, g.dw, g.dbias];
+    });
+  }
   return y;
 }
 

@@ -34,6 +34,7 @@ export function slice(e: Engine, x: Tensor, axis: number, start: number, end: nu
   const strides = stridesOf(x.shape);
   const out = e.empty(shape, x.dtype);
   copyInto(e, x, { shape, strides, offset: start * strides[ax] }, out, contiguous(shape));
+  e.record('slice', [x], out, [], (dy) => [sliceBackward(e, dy, x.shape, ax, start)]);
   return out;
 }
 
@@ -62,6 +63,14 @@ export function concat(e: Engine, xs: Tensor[], axis: number): Tensor {
     copyInto(e, x, contiguous(x.shape), out, { shape: x.shape, strides: outStrides, offset: at * outStrides[ax] });
     at += x.shape[ax];
   }
+  e.record('concat', xs, out, [], (dy, needs) => {
+    let from = 0;
+    return xs.map((x, i) => {
+      const start = from;
+      from += x.shape[ax];
+      return needs[i] ? slice(e, dy, ax, start, from) : undefined;
+    });
+  });
   return out;
 }
 
@@ -80,6 +89,7 @@ export function permute(e: Engine, x: Tensor, order: number[]): Tensor {
   const shape = order.map((i) => x.shape[i]);
   const out = e.empty(shape, x.dtype);
   copyInto(e, x, { shape, strides: order.map((i) => src[i]), offset: 0 }, out, contiguous(shape));
+  e.record('permute', [x], out, [], (dy) => [permuteBackward(e, dy, order)]);
   return out;
 }
 
@@ -102,6 +112,7 @@ export function expand(e: Engine, x: Tensor, shape: number[]): Tensor {
   });
   const out = e.empty(shape, x.dtype);
   copyInto(e, x, { shape, strides, offset: 0 }, out, contiguous(shape));
+  e.record('expand', [x], out, [], (dy) => [expandBackward(e, dy, x.shape)]);
   return out;
 }
 
@@ -113,6 +124,8 @@ export function cast(e: Engine, x: Tensor, dtype: DType): Tensor {
   if (x.dtype === dtype) return x;
   const out = e.empty(x.shape, dtype);
   copyInto(e, x, contiguous(x.shape), out, contiguous(x.shape));
+  // The gradient returns in x's dtype (f16 activations, f32 trainable layers).
+  e.record('cast', [x], out, [], (dy) => [cast(e, dy, x.dtype)]);
   return out;
 }
 
@@ -124,6 +137,7 @@ export function upsampleNearest2x(e: Engine, x: Tensor): Tensor {
   // out viewed as [N·C, H, 2, W, 2]; the two size-2 axes read the same source pixel.
   const shape = [N * C, H, 2, W, 2];
   copyInto(e, x, { shape, strides: [H * W, W, 0, 1, 0], offset: 0 }, out, contiguous(shape));
+  e.record('upsampleNearest2x', [x], out, [], (dy) => [upsampleNearest2xBackward(e, dy)]);
   return out;
 }
 
@@ -151,6 +165,7 @@ export function upsampleNearest(e: Engine, x: Tensor, Ho: number, Wo: number): T
     const out = e.empty([N, C, Ho, Wo], x.dtype);
     const shape = [N * C, Ho, Wo];
     copyInto(e, up, { shape, strides: [4 * H * W, 2 * W, 1], offset: 0 }, out, contiguous(shape));
+    e.record('upsampleNearest', [x], out, [], (dy) => [upsampleNearestBackward(e, dy, H, W)]);
     return out;
   });
 }

@@ -14,6 +14,7 @@ export function unary(e: Engine, x: Tensor, act: Activation, opts: { alpha?: num
     params: { n: x.size, alpha: opts.alpha ?? 0, scale: opts.scale ?? 1, shift: opts.shift ?? 0, groupsX },
     workgroups,
   });
+  e.record('unary', [x], y, [x], (dy) => [unaryBackward(e, act, x, dy, opts)]);
   return y;
 }
 
@@ -79,6 +80,11 @@ function binary(e: Engine, op: keyof typeof BINARY_OPS, a: Tensor, b: Tensor): T
     defines: { OP: BINARY_OPS[op] },
     params: { shape: A.shape, strideA: A.strides, strideB: B.strides, n: out.size, groupsX },
     workgroups,
+  });
+  // add and sub need only the operands' shapes.
+  e.record(op, [a, b], out, op === 'mul' || op === 'div' ? [a, b] : [], (dy, [na, nb]) => {
+    const g = binaryBackward(e, op, a, b, dy, { a: na, b: nb });
+    return [g.da, g.db];
   });
   return out;
 }
@@ -187,6 +193,7 @@ export function geglu(e: Engine, x: Tensor): Tensor {
   const y = e.empty([...x.shape.slice(0, -1), F], x.dtype);
   const { workgroups, groupsX } = elementwiseGrid(rows * F);
   e.run({ kernel: 'geglu', bindings: { x, y }, params: { rows, F, groupsX }, workgroups });
+  e.record('geglu', [x], y, [x], (dy) => [gegluBackward(e, x, dy)]);
   return y;
 }
 

@@ -14,7 +14,12 @@ import { squaredDiffPartials } from './sq_diff.js';
  */
 export function mse(e: Engine, a: Tensor, b: Tensor): Tensor {
   assertShape('mse', a.shape.join() === b.shape.join(), `${a} vs ${b}`);
-  return e.tidy(() => scale(e, sumTo(e, squaredDiffPartials(e, a, b), []), 1 / a.size));
+  const loss = e.tidy(() => scale(e, sumTo(e, squaredDiffPartials(e, a, b), []), 1 / a.size));
+  e.record('mse', [a, b], loss, [a, b], (dloss, [na, nb]) => {
+    const g = mseBackward(e, a, b, dloss, { a: na, b: nb });
+    return [g.da, g.db];
+  });
+  return loss;
 }
 
 /** Backward of `mse`: da = dloss · 2(a − b)/n and db = −da, each only if asked for in `needs`. */
@@ -40,6 +45,7 @@ export function crossEntropy(e: Engine, logits: Tensor, labels: Tensor): Tensor 
   const [B, C] = logits.shape;
   const out = e.empty([], 'f32');
   e.run({ kernel: 'cross_entropy', bindings: { logits, labels, out }, defines: { WG: 64 }, params: { B, C }, workgroups: [1] });
+  e.record('crossEntropy', [logits], out, [logits, labels], (dloss) => [crossEntropyBackward(e, logits, labels, dloss)]);
   return out;
 }
 

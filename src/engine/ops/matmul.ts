@@ -2,7 +2,7 @@ import type { Engine } from '../engine.js';
 import { align } from '../engine.js';
 import { numel, type DType, type Tensor } from '../tensor.js';
 import { ACT, assertShape, type Activation } from './common.js';
-import { sumTo } from './elementwise.js';
+import { sumTo, unary } from './elementwise.js';
 
 export interface MatmulOptions {
   /** a is [..., K, M], read transposed in place (a gradient dYᵀ·X without a permute copy). */
@@ -20,7 +20,16 @@ export interface MatmulOptions {
  * [...batch, K, N] | [...batch, N, K] (per item) → [...batch, M, N] (+ bias[N], act).
  */
 export function matmul(e: Engine, a: Tensor, b: Tensor, opts: MatmulOptions = {}): Tensor {
-  return gemm(e, a, b, opts, 1, a.dtype);
+  if (!e.needsGrad(a, b, opts.bias)) return gemm(e, a, b, opts, 1, a.dtype);
+  // Taping: the activation runs as its own op, which keeps the pre-activation for its backward.
+  const { act = 'none', alpha = 0.01 } = opts;
+  if (act !== 'none') return unary(e, matmul(e, a, b, { ...opts, act: 'none' }), act, { alpha });
+  const c = gemm(e, a, b, opts, 1, a.dtype);
+  e.record('matmul', [a, b, opts.bias], c, [a, b], (dc, [na, nb, nbias]) => {
+    const g = matmulBackward(e, a, b, dc, { transB: opts.transB }, { a: na, b: nb, bias: nbias });
+    return [g.da, g.db, g.dbias];
+  });
+  return c;
 }
 
 /**

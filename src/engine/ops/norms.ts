@@ -23,7 +23,12 @@ export function layerNorm(e: Engine, x: Tensor, weight: Tensor, bias: Tensor, ep
     params: { rows, D, eps, groupsX: workgroups[0] },
     workgroups,
   });
-  if (!stats) e.release(saved);
+  if (e.needsGrad(x, weight, bias)) {
+    e.record('layerNorm', [x, weight, bias], y, [x, weight, saved], (dy, [nx, nw, nb]) => {
+      const g = layerNormBackward(e, x, weight, saved, dy, { dx: nx, dweight: nw, dbias: nb });
+      return [g.dx, g.dweight, g.dbias];
+    });
+  } else if (!stats) e.release(saved);
   return y;
 }
 
@@ -53,7 +58,12 @@ export function groupNorm(
     params: { C, S, groups, eps },
     workgroups: [groups, N],
   });
-  if (!stats) e.release(saved);
+  if (e.needsGrad(x, weight, bias)) {
+    e.record('groupNorm', [x, weight, bias], y, [x, weight, bias, saved], (dy, [nx, nw, nb]) => {
+      const g = groupNormBackward(e, x, weight, bias, saved, dy, { groups, act }, { dx: nx, dweight: nw, dbias: nb });
+      return [g.dx, g.dweight, g.dbias];
+    });
+  } else if (!stats) e.release(saved);
   return y;
 }
 

@@ -21,6 +21,7 @@ export function pool2d(e: Engine, x: Tensor, mode: 'avg' | 'max', K: number, S: 
     params: { H, W, Ho, Wo, planes: N * C, K, S, pad: P, groupsX },
     workgroups,
   });
+  e.record('pool2d', [x], y, [x], (dy) => [pool2dBackward(e, x, dy, mode, K, S, P)]);
   return y;
 }
 
