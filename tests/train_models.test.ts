@@ -195,6 +195,9 @@ describe('PatchGAN discriminator (pix2pix NLayerDiscriminator)', () => {
     expect(shapes['model.8.weight']).toEqual([32, 16, 4, 4]);
     expect(shapes['model.9.weight']).toEqual([32]);
     expect(shapes['model.11.weight']).toEqual([1, 32, 4, 4]);
+    // Deeper critics cap the width at 8·ndf, as pix2pix's min(2^n, 8).
+    const deep = [...new NLayerDiscriminator({ ...cfg, nLayers: 5 }).namedParams()].filter(([k]) => k.endsWith('weight') && !/\.(3|6|9|12|15)\./.test(k));
+    expect(deep.map(([, p]) => p.shape[0])).toEqual([4, 8, 16, 32, 32, 32, 1]);
   });
 
   /** f64 host forward: conv (4×4, pad 1) → instance norm → LeakyReLU(0.2), per pix2pix. */
