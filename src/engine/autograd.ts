@@ -144,13 +144,54 @@ function owning(g: Tensor | undefined, shape: readonly number[]): Tensor | undef
   return b.shape.join() === shape.join() ? b : new Tensor(b.buffer, shape, b.dtype, b.pooled);
 }
 
-function backward(e: Engine, tape: Tape, grads: Map<Tensor, Tensor>): void {
+/**
+ * Activation checkpointing: y = fn(...inputs) without keeping fn's intermediates for the
+ * backward, which runs fn again under a tape of its own (memory for compute: a control network
+ * block's activations live only during its own backward). `inputs` must list every tensor fn
+ * reads that may need a gradient, its trainable params included; fn must be deterministic.
+ */
+export function checkpoint(e: Engine, fn: (...xs: Tensor[]) => Tensor, inputs: readonly Tensor[]): Tensor {
+  const outer = e.tape;
+  if (!outer || !inputs.some((t) => outer.requiresGrad(t))) return fn(...inputs);
+  e.tape = undefined;
+  let y: Tensor;
+  try {
+    y = e.tidy(() => fn(...inputs));
+  } finally {
+    e.tape = outer;
+  }
+  e.record('checkpoint', inputs, y, inputs, (dy, needs) => {
+    const inner = new Tape(e, inputs.filter((_, i) => needs[i]));
+    e.tape = inner;
+    let out: Tensor;
+    try {
+      out = e.tidy(() => fn(...inputs));
+    } finally {
+      e.tape = undefined;
+    }
+    try {
+      const grads = new Map<Tensor, Tensor>();
+      if (inner.requiresGrad(out)) {
+        grads.set(base(out), dy.reshape(out.shape));
+        backward(e, inner, grads, dy);
+      }
+      // One gradient per distinct input (a tensor listed twice must not count twice).
+      return inputs.map((t, i) => (needs[i] && inputs.findIndex((u) => base(u) === base(t)) === i ? grads.get(base(t))?.reshape(t.shape) : undefined));
+    } finally {
+      inner.releaseAll();
+    }
+  });
+  return y;
+}
+
+/** Walks the tape backwards from the gradients in `grads`; `seed`'s buffer belongs to the caller. */
+function backward(e: Engine, tape: Tape, grads: Map<Tensor, Tensor>, seed?: Tensor): void {
   // Buffers the gradient map holds (several entries may share one: add's backward returns dy twice).
   const holders = new Map<Tensor, number>();
   const hold = (g: Tensor): void => void holders.set(base(g), (holders.get(base(g)) ?? 0) + 1);
   /** Releases g's buffer unless the map or the tape still holds it. */
   const free = (g: Tensor): void => {
-    if (!holders.has(base(g)) && !tape.isPinned(g)) e.release(base(g));
+    if (!holders.has(base(g)) && !tape.isPinned(g) && (!seed || base(g) !== base(seed))) e.release(base(g));
   };
   const drop = (g: Tensor): void => {
     const b = base(g);
@@ -177,7 +218,7 @@ function backward(e: Engine, tape: Tape, grads: Map<Tensor, Tensor>): void {
     node.inputs.forEach((input, j) => {
       const g = result[j];
       if (!input || !g || !needs[j]) return;
-      accumulate(e, grads, base(input), g, holders, hold, drop);
+      accumulate(e, grads, base(input), g, holders, hold, drop, seed);
     });
     // Results not asked for (or summed into another gradient) go back to the pool.
     for (const g of result) if (g) free(g);
@@ -189,7 +230,7 @@ function backward(e: Engine, tape: Tape, grads: Map<Tensor, Tensor>): void {
 
 function accumulate(
   e: Engine, grads: Map<Tensor, Tensor>, key: Tensor, g: Tensor,
-  holders: Map<Tensor, number>, hold: (g: Tensor) => void, drop: (g: Tensor) => void,
+  holders: Map<Tensor, number>, hold: (g: Tensor) => void, drop: (g: Tensor) => void, seed?: Tensor,
 ): void {
   // g is freed by the caller unless held: only the map's own entries count.
   const prev = grads.get(key);
@@ -199,7 +240,7 @@ function accumulate(
     return;
   }
   // In place when the running sum is an f32 buffer of its own; otherwise a new sum.
-  if (prev.dtype === 'f32' && holders.get(base(prev)) === 1 && base(prev) !== base(g)) {
+  if (prev.dtype === 'f32' && holders.get(base(prev)) === 1 && base(prev) !== base(g) && (!seed || base(prev) !== base(seed))) {
     addInto(e, prev, g);
     return;
   }
