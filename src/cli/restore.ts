@@ -315,7 +315,7 @@ async function restoreOne(
     const { image, scores, phases } = await r.run(e, lq, rgb8(img), onStep); // [1, 3, H', W'] in [-1, 1]
     const out = e.tidy(() => {
       // The colour fix and the output in f32 whatever the model ran in.
-      const x = cropTo(e, scale(e, image.dtype === 'f32' ? image : cast(e, image, 'f32'), 0.5, 0.5), H, W);
+      const x = cropTo(e, scale(e, cast(e, image, 'f32'), 0.5, 0.5), H, W);
       return colorFix === 'wavelet' ? waveletColorFix(e, x, input) : colorFix === 'adain' ? adainColorFix(e, x, input) : x;
     });
     e.release(image);
