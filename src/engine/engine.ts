@@ -2,7 +2,10 @@ import { readFileSync } from 'node:fs';
 import { DrError } from '../errors.js';
 import type { Backward, Tape } from './autograd.js';
 import { getGpu, type Gpu } from './device.js';
+import { noteFirstRun } from './first_run.js';
 import { expandIncludes, parseInterface, type KernelInterface } from './kernel_source.js';
+import { adapterTraits, chooseKernels, type KernelChoice } from './kernels.js';
+import { TexturePool, weightChanged } from './textures.js';
 import { BufferPool } from './pool.js';
 import { DTYPE_SIZE, Tensor, numel, type DType } from './tensor.js';
 import { f16ToF32, f32ToF16Bits } from './half.js';
@@ -21,7 +24,9 @@ import { f16ToF32, f32ToF16Bits } from './half.js';
 // kernel serves f32 and f16 data. Every field of `struct Params` (binding 0) must be given by
 // name; the engine packs it by its declared type (u32, i32, f32, array<vec4<u32>, n>) and rejects
 // a non-integer or negative u32. A missing, extra or misnamed binding or field is an Error naming
-// the kernel and the name.
+// the kernel and the name. Texture bindings (`var name: texture_2d<f32>` or
+// `texture_storage_2d<rgba32float, write>`, numbered after the storage buffers) are given under
+// `textures` by name, checked the same way. `enable …;` lines of a kernel go first in the module.
 
 /** A `struct Params` field's value: a number for a scalar, an array for an `array<vec4<…>, n>`. */
 export type Uniform = number | readonly number[];
@@ -31,6 +36,8 @@ export interface Dispatch {
   kernel: string;
   /** Storage buffers by the kernel's variable names (binding 0 is the uniform `Params`). */
   bindings: Record<string, Tensor>;
+  /** Textures by the kernel's variable names (the CPU-adapter kernels read their operands from them). */
+  textures?: Record<string, GPUTexture>;
   /** Compile-time constants prepended as `const NAME = value;` (tile sizes, op codes). */
   defines?: Record<string, number | boolean>;
   /** The fields of the kernel's `struct Params`, by name. */
@@ -59,6 +66,10 @@ const UNIFORM_ARENA_SLOTS = 2048;
  */
 export class Engine {
   readonly pool: BufferPool;
+  /** Activation textures of the CPU-adapter kernels, pooled by size. */
+  readonly texturePool: TexturePool;
+  /** Which kernels ops run on this adapter (kernels.ts); benchmarks may switch it to compare. */
+  kernels: KernelChoice;
   private readonly pipelines = new Map<string, GPUComputePipeline>();
   private readonly sources = new Map<string, string>();
   private readonly interfaces = new Map<string, KernelInterface>();
@@ -77,6 +88,8 @@ export class Engine {
     const device = gpu.device;
     this.maxBinding = Math.min(device.limits.maxStorageBufferBindingSize, opts.maxBindingBytes ?? Infinity);
     this.pool = new BufferPool(device);
+    this.texturePool = new TexturePool(device);
+    this.kernels = chooseKernels(adapterTraits(gpu));
     this.uniformSlot = Math.max(UNIFORM_SLOT_BYTES, gpu.device.limits.minUniformBufferOffsetAlignment);
     this.uniformGpu = device.createBuffer({
       size: this.uniformCpu.byteLength,
@@ -88,7 +101,9 @@ export class Engine {
   }
 
   static async create(opts: EngineOptions = {}): Promise<Engine> {
-    return new Engine(await getGpu(), opts);
+    const gpu = await getGpu();
+    noteFirstRun(gpu.info); // here, not in getGpu: dr doctor compiles no kernel
+    return new Engine(gpu, opts);
   }
 
   get device(): GPUDevice {
@@ -121,6 +136,18 @@ export class Engine {
     this.pass = undefined;
     (this.encoder ??= this.device.createCommandEncoder()).clearBuffer(t.buffer);
     return t;
+  }
+
+  /**
+   * Copies `rows` rows of `bytesPerRow` bytes (a multiple of 256) from t's buffer at `byteOffset`
+   * into the first `width` texels of each row of a texture, in order with the recorded dispatches.
+   */
+  copyToTexture(t: Tensor, byteOffset: number, bytesPerRow: number, texture: GPUTexture, width: number, rows: number): void {
+    if (t.released || t.base?.released) throw new Error(`copyToTexture: ${t} is released`);
+    this.pass?.end();
+    this.pass = undefined;
+    (this.encoder ??= this.device.createCommandEncoder()).copyBufferToTexture(
+      { buffer: t.buffer, offset: byteOffset, bytesPerRow, rowsPerImage: rows }, { texture }, [width, rows, 1]);
   }
 
   /** Uploads host data into a new pooled tensor (f32 data is converted to f16 if asked). */
@@ -243,11 +270,13 @@ export class Engine {
     } else if (d.params && Object.keys(d.params).length) {
       throw new Error(`${d.kernel}: params given, but the kernel declares no struct Params`);
     }
-    for (const { binding, name } of iface.bindings) {
+    for (const { binding, name, write } of iface.bindings) {
       const t = d.bindings[name];
       if (t.released || t.base?.released) throw new Error(`${d.kernel}: binding ${name} is a released tensor`);
+      if (write && !(t.base ?? t).pooled) weightChanged(t); // a weight written in place (optimizer step)
       entries.push({ binding, resource: { buffer: t.buffer, offset: 0, size: align(t.byteLength || 4, 4) } });
     }
+    for (const { binding, name } of iface.textures) entries.push({ binding, resource: d.textures![name].createView() });
     const bindGroup = this.device.createBindGroup({ layout: pipeline.getBindGroupLayout(0), entries });
     this.pass ??= (this.encoder ??= this.device.createCommandEncoder()).beginComputePass();
     this.pass.setPipeline(pipeline);
@@ -343,6 +372,13 @@ export class Engine {
         throw new Error(`${d.kernel}: no binding named ${name} (the kernel binds ${iface.bindings.map((b) => b.name).join(', ')})`);
       }
     }
+    const textureNames = iface.textures.map((t) => t.name);
+    for (const name of textureNames) {
+      if (!d.textures?.[name]) throw new Error(`${d.kernel}: texture ${name} missing (the kernel binds textures ${textureNames.join(', ')})`);
+    }
+    for (const name of Object.keys(d.textures ?? {})) {
+      if (!textureNames.includes(name)) throw new Error(`${d.kernel}: no texture named ${name} (the kernel binds textures ${textureNames.join(', ') || 'none'})`);
+    }
     for (const k of Object.keys(d.defines ?? {})) {
       if (aliases.has(k)) throw new Error(`${d.kernel}: define ${k} collides with the element type alias ${k}`);
     }
@@ -352,14 +388,16 @@ export class Engine {
     let pipeline = this.pipelines.get(key);
     if (pipeline) return pipeline;
     const usesF16 = iface.bindings.some(({ name }) => d.bindings[name].dtype === 'f16');
+    const enables = this.source(d.kernel).match(/^enable \w+;$/gm) ?? [];
     const header = [
       usesF16 ? 'enable f16;' : '',
+      ...enables,
       ...[...aliases].map(([alias, dtype]) => `alias ${alias} = ${dtype};`),
       ...Object.entries(d.defines ?? {}).map(([k, v]) =>
         typeof v === 'boolean' ? `const ${k} = ${v};` : `const ${k} = ${Number.isInteger(v) ? `${v}u` : `${v}f`};`,
       ),
     ].join('\n');
-    const code = `${header}\n${this.source(d.kernel)}`;
+    const code = `${header}\n${this.source(d.kernel).replace(/^enable \w+;$/gm, '')}`;
     const module = this.device.createShaderModule({ code, label: d.kernel });
     pipeline = this.device.createComputePipeline({ layout: 'auto', compute: { module, entryPoint: 'main' }, label: key });
     this.pipelines.set(key, pipeline);

@@ -9,6 +9,15 @@ export interface StorageBinding {
   name: string;
   /** Declared element type: a scalar, or an alias such as `TX` the engine defines per dispatch. */
   elem: string;
+  /** `read_write`: the dispatch may change the tensor. */
+  write: boolean;
+}
+
+/** A texture binding: sampled `texture_2d<f32|u32>` (read with textureLoad) or a write-only storage texture. */
+export interface TextureBinding {
+  binding: number;
+  name: string;
+  storage: boolean;
 }
 
 export interface UniformField {
@@ -23,6 +32,8 @@ export interface UniformField {
 export interface KernelInterface {
   /** Storage bindings ordered by binding number (binding 0 is the uniform `Params`). */
   bindings: StorageBinding[];
+  /** Texture bindings, numbered after the storage buffers. */
+  textures: TextureBinding[];
   /** `struct Params` fields in declaration order; undefined when the kernel has none. */
   params?: UniformField[];
   /** Size of `Params` rounded to 16 bytes. */
@@ -49,16 +60,23 @@ export function expandIncludes(kernel: string, read: (name: string) => string): 
 export function parseInterface(kernel: string, source: string): KernelInterface {
   const code = source.replace(/\/\/.*$/gm, '');
   const bindings: StorageBinding[] = [];
-  const bindingRe = /@group\(0\)\s*@binding\((\d+)\)\s*var<storage\s*,\s*(?:read|read_write)\s*>\s*(\w+)\s*:\s*array<\s*(\w+)\s*>/g;
-  for (const m of code.matchAll(bindingRe)) bindings.push({ binding: Number(m[1]), name: m[2], elem: m[3] });
+  const bindingRe = /@group\(0\)\s*@binding\((\d+)\)\s*var<storage\s*,\s*(read|read_write)\s*>\s*(\w+)\s*:\s*array<\s*(\w+)\s*>/g;
+  for (const m of code.matchAll(bindingRe)) bindings.push({ binding: Number(m[1]), name: m[3], elem: m[4], write: m[2] === 'read_write' });
   bindings.sort((a, b) => a.binding - b.binding);
   bindings.forEach((b, i) => {
     if (b.binding !== i + 1) throw new Error(`${kernel}.wgsl: storage bindings must be numbered 1..n, found @binding(${b.binding}) ${b.name}`);
   });
+  const textures: TextureBinding[] = [];
+  const textureRe = /@group\(0\)\s*@binding\((\d+)\)\s*var\s+(\w+)\s*:\s*(texture_2d<\s*(?:f32|u32)\s*>|texture_storage_2d<\s*rgba32(?:float|uint)\s*,\s*write\s*>)/g;
+  for (const m of code.matchAll(textureRe)) textures.push({ binding: Number(m[1]), name: m[2], storage: m[3].startsWith('texture_storage') });
+  textures.sort((a, b) => a.binding - b.binding);
+  textures.forEach((t, i) => {
+    if (t.binding !== bindings.length + i + 1) throw new Error(`${kernel}.wgsl: texture bindings must follow the storage buffers, found @binding(${t.binding}) ${t.name}`);
+  });
   const declared = (code.match(/@binding\(/g) ?? []).length;
   const hasUniform = /@binding\(0\)\s*var<uniform>\s*\w+\s*:\s*Params\s*;/.test(code);
-  if (declared !== bindings.length + (hasUniform ? 1 : 0)) {
-    throw new Error(`${kernel}.wgsl: a binding is neither \`var<uniform> p: Params\` at 0 nor \`var<storage, …> name: array<T>\``);
+  if (declared !== bindings.length + textures.length + (hasUniform ? 1 : 0)) {
+    throw new Error(`${kernel}.wgsl: a binding is neither \`var<uniform> p: Params\` at 0, \`var<storage, …> name: array<T>\` nor a 2-D texture`);
   }
 
   // Aliases share WGSL's one namespace with constants: `k: array<TK>` next to `const TK` would not compile.
@@ -72,7 +90,7 @@ export function parseInterface(kernel: string, source: string): KernelInterface 
   const struct = /struct\s+Params\s*\{([^}]*)\}/.exec(code);
   if (!struct) {
     if (hasUniform) throw new Error(`${kernel}.wgsl: binds Params but declares no struct Params`);
-    return { bindings, paramBytes: 0 };
+    return { bindings, textures, paramBytes: 0 };
   }
   const params: UniformField[] = [];
   let offset = 0;
@@ -85,5 +103,5 @@ export function parseInterface(kernel: string, source: string): KernelInterface 
     return '';
   });
   if (rest.trim()) throw new Error(`${kernel}.wgsl: unsupported struct Params field near "${rest.trim().slice(0, 40)}"`);
-  return { bindings, params, paramBytes: Math.ceil(offset / 16) * 16 };
+  return { bindings, textures, params, paramBytes: Math.ceil(offset / 16) * 16 };
 }

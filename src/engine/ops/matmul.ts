@@ -3,6 +3,7 @@ import { align } from '../engine.js';
 import { numel, type DType, type Tensor } from '../tensor.js';
 import { ACT, assertShape, type Activation } from './common.js';
 import { sumTo, unary } from './elementwise.js';
+import { textureGemm, textureGemmFits } from './matmul_tex.js';
 
 export interface MatmulOptions {
   /** a is [..., K, M], read transposed in place (a gradient dYᵀ·X without a permute copy). */
@@ -55,6 +56,12 @@ function gemm(e: Engine, a: Tensor, b: Tensor, opts: MatmulOptions, splits: numb
   const chunks = Math.max(1, Math.ceil(K / kChunk));
   if (chunks > 1) assertShape('matmul', !bias && act === 'none' && dtype === 'f32', 'a K-split product is f32 without an epilogue');
 
+  // A CPU adapter (kernels.ts) reads the operands from textures; K splits only fill a big GPU.
+  if (e.kernels.path === 'cpu' && !transA && textureGemmFits(e, K, N)) {
+    const c = e.empty([...batchShape, M, N], dtype);
+    textureGemm(e, a, b, c, { M, K, N, batch, bBatch, transB, bias, act, alpha });
+    return c;
+  }
   const c = e.empty(chunks > 1 ? [chunks, ...batchShape, M, N] : [...batchShape, M, N], chunks > 1 ? 'f32' : dtype);
   e.run({
     kernel: 'matmul',

@@ -1,0 +1,68 @@
+// A/B of the two kernel paths (src/engine/kernels.ts) through the ops themselves, alternating in
+// one process so that other load on the machine hits both alike:
+//   node dist/bench/ab_kernels.js [--rounds 3] [--quick]
+// Linear products x[M, K] · W[N, K]ᵀ with W a weight (its texture made once, as in a model); each
+// call on the CPU path includes copying x into a texture. Prints wall-clock GFLOP/s (GPU
+// timestamps, which are the CPU clock on lavapipe) and CPU-normalised GFLOP/s: FLOP ÷ (process
+// CPU seconds ÷ cores), which holds steady when other jobs take cores away.
+import os from 'node:os';
+import { Engine } from '../src/engine/engine.js';
+import { chooseKernels, adapterTraits, type KernelPath } from '../src/engine/kernels.js';
+import { matmul } from '../src/engine/ops/matmul.js';
+import { adapterInfo, fmt, measure, rand } from './timing.js';
+
+const args = process.argv.slice(2);
+const roundsAt = args.indexOf('--rounds');
+const rounds = roundsAt >= 0 ? Number(args[roundsAt + 1]) : 3;
+const SIZES: [number, number, number][] = args.includes('--quick')
+  ? [[256, 320, 320]]
+  : [[1024, 1024, 1024], [256, 320, 320], [4096, 320, 320], [257, 1024, 4096]];
+
+async function main(): Promise<void> {
+  const e = await Engine.create();
+  const traits = adapterTraits(e.gpu);
+  const paths: KernelPath[] = ['gpu', 'cpu'];
+  const cores = os.cpus().length;
+  const a = adapterInfo(e);
+  console.log(`adapter ${a.name} (${a.description}); ${cores} cores; load average ${os.loadavg().map((l) => l.toFixed(1)).join(' ')}`);
+  for (const [M, K, N] of SIZES) {
+    const x = e.keep(e.upload(rand(M * K, 1), [M, K]));
+    const w = e.createWeight(new Uint8Array(rand(N * K, 2, 0.05).buffer), [N, K], 'f32');
+    const flops = 2 * M * N * K;
+    const step = () => matmul(e, x, w, { transB: true });
+    const outs: Float32Array[] = [];
+    for (const p of paths) {
+      e.kernels = chooseKernels(traits, p);
+      outs.push(await e.read(e.keep(step())));
+    }
+    let err = 0;
+    let scale = 0;
+    for (let i = 0; i < outs[0].length; i++) {
+      err = Math.max(err, Math.abs(outs[0][i] - outs[1][i]));
+      scale = Math.max(scale, Math.abs(outs[0][i]));
+    }
+    const wall = new Map<KernelPath, number>();
+    const cpu = new Map<KernelPath, number>();
+    for (let r = 0; r < rounds; r++) {
+      for (const p of paths) {
+        e.kernels = chooseKernels(traits, p);
+        const c0 = process.cpuUsage();
+        const t = await measure(e, step, { minSeconds: 0.5, reps: 2 });
+        const c = process.cpuUsage(c0);
+        const calls = 2 + t.iters; // warm-up, first, then one repetition of iters
+        wall.set(p, Math.max(wall.get(p) ?? 0, flops / (t.gpuBest ?? t.best) / 1e9));
+        cpu.set(p, Math.max(cpu.get(p) ?? 0, (flops * calls) / ((c.user + c.system) / 1e6 / cores) / 1e9));
+      }
+    }
+    const ratio = (m: Map<KernelPath, number>) => `×${fmt(m.get('cpu')! / m.get('gpu')!, 2)}`;
+    console.log(`${M}×${K}×${N}`.padEnd(16) +
+      paths.map((p) => `${p} ${fmt(wall.get(p), 1)} (${fmt(cpu.get(p), 1)} cpu-norm)`).join('  ') +
+      `  cpu/gpu ${ratio(wall)} (${ratio(cpu)})  max|diff|/max ${(err / scale).toExponential(1)}`);
+  }
+  console.log(`load average after: ${os.loadavg().map((l) => l.toFixed(1)).join(' ')}`);
+}
+
+main().then(() => process.exit(0), (err: unknown) => {
+  console.error(err);
+  process.exit(1);
+});

@@ -1,0 +1,103 @@
+// matmul on the CPU-adapter path (kernels.ts): operands in rgba32float textures, one lane per
+// output row (matmul_tex.wgsl). Called by matmul's gemm; same shapes and epilogues.
+import type { Engine } from '../engine.js';
+import type { Tensor } from '../tensor.js';
+import { texelsPerRow, weightTexture } from '../textures.js';
+import { ACT, type Activation } from './common.js';
+
+export interface TextureGemm {
+  M: number;
+  K: number;
+  N: number;
+  batch: number;
+  /** b's batch: 1 (shared, e.g. a weight) or `batch`. */
+  bBatch: number;
+  transB: boolean;
+  bias?: Tensor;
+  act: Activation;
+  alpha: number;
+}
+
+/**
+ * Whether the texture kernel takes a product: K/4 texels must fit a texture row, and the N rows
+ * of one item's b a texture's height. Larger a (rows) is split into blocks; per-item b stacks as
+ * many items as fit.
+ */
+export function textureGemmFits(e: Engine, K: number, N: number): boolean {
+  const max = e.device.limits.maxTextureDimension2D;
+  return texelsPerRow(K) <= max && N <= max;
+}
+
+/** c [...batch, M, N] = act(a · op(b) + bias) (see matmul), recorded as copies and dispatches. */
+export function textureGemm(e: Engine, a: Tensor, b: Tensor, c: Tensor, g: TextureGemm): void {
+  const { M, K, N, batch, bBatch, transB } = g;
+  const max = e.device.limits.maxTextureDimension2D;
+  const width = texelsPerRow(K);
+  const shared = bBatch === 1;
+  // Rows of b's texture for item i: [N rows, K/4 texels], b as stored when transB, else transposed.
+  const bView = (rows: number, item0: number) => ({
+    rows, cols: K, rowsPerItem: N, base: item0 * K * N, sItem: K * N, sRow: transB ? K : 1, sK: transB ? 1 : N,
+  });
+  let wShared: GPUTexture | undefined;
+  let wPooled: GPUTexture | undefined;
+  if (shared) {
+    const isWeight = !(b.base ?? b).pooled;
+    const fill = (t: GPUTexture) => toTexture(e, b, t, bView(N, 0), transB);
+    if (isWeight) wShared = weightTexture(e.device, b, transB ? 'nk' : 'kn', width, N, fill);
+    else fill((wShared = wPooled = e.texturePool.acquire(width, N)));
+  }
+  const mRows = Math.min(M, max);
+  const perBlock = Math.max(1, Math.min(Math.floor(max / mRows), shared ? batch : Math.floor(max / N)));
+  for (let i0 = 0; i0 < batch; i0 += perBlock) {
+    const items = Math.min(perBlock, batch - i0);
+    let w = wShared;
+    if (!w) toTexture(e, b, (w = e.texturePool.acquire(width, items * N)), bView(items * N, i0), transB);
+    for (let m0 = 0; m0 < M; m0 += mRows) {
+      const rows = Math.min(mRows, M - m0);
+      const at = e.texturePool.acquire(width, items * rows);
+      toTexture(e, a, at, { rows: items * rows, cols: K, rowsPerItem: rows, base: i0 * M * K + m0 * K, sItem: M * K, sRow: K, sK: 1 },
+        items === 1 || rows === M);
+      e.run({
+        kernel: 'matmul_tex',
+        bindings: { bias: g.bias ?? b, c },
+        textures: { at, wt: w },
+        defines: { HAS_BIAS: !!g.bias, ACT: ACT[g.act] },
+        params: { M: rows, N, K4: Math.ceil(K / 4), wItemRows: shared ? 0 : N, cBase: i0 * M * N + m0 * N, cItem: M * N, alpha: g.alpha },
+        workgroups: [Math.ceil(N / 16), Math.ceil(rows / 64), items],
+      });
+      e.texturePool.release(at);
+    }
+    if (w !== wShared) e.texturePool.release(w);
+  }
+  if (wPooled) e.texturePool.release(wPooled);
+}
+
+interface View {
+  rows: number;
+  cols: number;
+  rowsPerItem: number;
+  base: number;
+  sItem: number;
+  sRow: number;
+  sK: number;
+}
+
+/**
+ * Fills a texture from a strided view of `src`: copyBufferToTexture where the rows are contiguous
+ * f32 with a pitch that is a multiple of 256 bytes (its alignment rule), else to_texture.wgsl.
+ */
+function toTexture(e: Engine, src: Tensor, dst: GPUTexture, v: View, contiguousRows: boolean): void {
+  const pitch = v.cols * 4;
+  if (contiguousRows && src.dtype === 'f32' && pitch % 256 === 0 && v.sK === 1 && v.sRow === v.cols) {
+    e.copyToTexture(src, v.base * 4, pitch, dst, v.cols / 4, v.rows);
+    return;
+  }
+  const { rows, cols, rowsPerItem, base, sItem, sRow, sK } = v;
+  e.run({
+    kernel: 'to_texture',
+    bindings: { src },
+    textures: { dst },
+    params: { rows, cols, rowsPerItem, base, sItem, sRow, sK },
+    workgroups: [Math.ceil(Math.ceil(cols / 4) / 64), rows],
+  });
+}
