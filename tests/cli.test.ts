@@ -7,7 +7,7 @@ import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { SafetensorsFile, writeSafetensors } from '../src/weights/safetensors.js';
 import { expectClose, absMax, FIXTURES, SHARED } from './helpers.js';
-import { dr, expectUserError, ourLines } from './cli_runner.js';
+import { dr, expectUserError, ourLines, runDr } from './cli_runner.js';
 
 const CLIP = path.join(FIXTURES, 'clip-tiny');
 const PHOTO = path.join(SHARED, 'images/chelsea.png');
@@ -179,5 +179,12 @@ describe('dr doctor', () => {
     const info = JSON.parse(r.stdout);
     expect(info.adapter).toBeTruthy();
     expect(info.limits.maxStorageBufferBindingSize).toBeGreaterThan(0);
+    expect(['cpu', 'gpu']).toContain(info.kernels.path);
+  });
+
+  it('shows the kernel path, DR_KERNELS overrides it, an unknown value is one DrError line', async () => {
+    const forced = await runDr(['doctor'], { env: { ...process.env, DR_KERNELS: 'gpu' } });
+    expect(forced.stdout).toMatch(/^kernels +gpu \(DR_KERNELS=gpu\)$/m);
+    expectUserError(await runDr(['doctor'], { env: { ...process.env, DR_KERNELS: 'fast' } }), 'DR_KERNELS=fast: expected cpu or gpu');
   });
 });

@@ -1,5 +1,6 @@
 import { Command } from 'commander';
 import { getGpu } from '../engine/device.js';
+import { adapterTraits, chooseKernels } from '../engine/kernels.js';
 import { runCommand } from './run.js';
 
 export function doctorCommand(): Command {
@@ -9,12 +10,15 @@ export function doctorCommand(): Command {
     .addHelpText('after', `
 Exits non-zero and prints the fix when no adapter is found. Environment:
   DR_BACKEND=vulkan|d3d12|metal|opengl   force a Dawn backend
-  DR_ROBUST=1                            keep Dawn's bounds checks (slower; for debugging kernels)`)
+  DR_ROBUST=1                            keep Dawn's bounds checks (slower; for debugging kernels)
+  DR_KERNELS=cpu|gpu                     force the CPU-adapter (texture) or GPU (tiled) kernels`)
     .action((opts: { json?: boolean }) =>
       runCommand(async () => {
-        const { info } = await getGpu();
+        const gpu = await getGpu();
+        const { info } = gpu;
+        const kernels = chooseKernels(adapterTraits(gpu));
         if (opts.json) {
-          process.stdout.write(`${JSON.stringify(info, null, 2)}\n`);
+          process.stdout.write(`${JSON.stringify({ ...info, kernels }, null, 2)}\n`);
           return;
         }
         const mib = (n: number): string => `${(n / 2 ** 20).toFixed(0)} MiB`;
@@ -26,6 +30,7 @@ Exits non-zero and prints the fix when no adapter is found. Environment:
           `kind          ${info.software ? 'software (CPU) — correct but slow; use a GPU for real images' : 'hardware'}`,
           `shader-f16    ${info.features.includes('shader-f16') ? 'yes (f16 weights stay f16)' : 'no (weights computed in f32)'}`,
           `features      ${info.features.join(', ')}`,
+          `kernels       ${kernels.path} (${kernels.reason})`,
           `max binding   ${mib(info.limits.maxStorageBufferBindingSize)}`,
           `max buffer    ${mib(info.limits.maxBufferSize)}`,
           `workgroup mem ${info.limits.maxComputeWorkgroupStorageSize} bytes`,

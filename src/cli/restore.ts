@@ -2,6 +2,7 @@ import { Command } from 'commander';
 import fs from 'node:fs';
 import { DrError } from '../errors.js';
 import { Engine } from '../engine/engine.js';
+import { autoPrecision } from '../engine/kernels.js';
 import { cast } from '../engine/ops/copy.js';
 import { scale } from '../engine/ops/elementwise.js';
 import { adainColorFix, cropTo, reflectPad, waveletColorFix } from '../engine/ops/eval/image.js';
@@ -61,7 +62,7 @@ export function restoreCommand(): Command {
     .option('--prompt <text>', 'training-free: words added to the positive prompt, e.g. what the photo shows')
     .option('--threshold <p>', 'a degradation is reported (and, training-free, put in the negative prompt) from this probability', '0.2')
     .option('--control-scale <s>', 'training-free: ControlNet conditioning scale', '1')
-    .option('--precision <p>', 'auto (f16 on a GPU with shader-f16; on a CPU adapter, as the weights are stored), f32 or f16', 'auto')
+    .option('--precision <p>', 'auto (f16 on a GPU with shader-f16; f32 on a CPU adapter, where f16 is emulated and slower), f32 or f16', 'auto')
     .option('--tile <px>', 'images larger than this are denoised in overlapping tiles of this side', '512')
     .option('--tile-overlap <px>', 'overlap of neighbouring tiles', '128')
     .option('--color-fix <how>', 'match the input\'s colours: wavelet (low frequencies), adain (channel mean/std) or none', 'wavelet')
@@ -149,7 +150,7 @@ interface Score {
  * weights are converted on upload); a software adapter emulates f16 and is faster in f32.
  */
 function resolvePrecision(e: Engine, p: Precision): Precision {
-  return p === 'auto' && e.gpu.hasF16 && !e.gpu.info.software ? 'f16' : p;
+  return p === 'auto' ? autoPrecision(e.kernels.path, e.gpu.hasF16, e.gpu.info.software) : p;
 }
 
 function loadRestorer(e: Engine, opts: RestoreCliOptions, s: Settings, say: (part: string) => void): Restorer {
