@@ -5,7 +5,9 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { grad } from '../src/engine/autograd.js';
 import { Engine } from '../src/engine/engine.js';
+import { mse } from '../src/engine/ops/losses.js';
 import type { Tensor } from '../src/engine/tensor.js';
 import { DiffRestorerControl } from '../src/graph/diffrestorer/control.js';
 import { UNet2DConditionModel } from '../src/graph/sd/unet.js';
@@ -15,7 +17,7 @@ import {
 import { perceptualLoss, Vgg19Features } from '../src/graph/train/vgg19.js';
 import { SafetensorsFile, writeSafetensors } from '../src/weights/safetensors.js';
 import { absMax, expectClose, FIXTURES, rand } from './helpers.js';
-import { conv2dRef, groupNormRef, pool2dRef } from './reference.js';
+import { conv2dRef, groupNormRef, mseRef, pool2dRef } from './reference.js';
 
 const SD = path.join(FIXTURES, 'sd-tiny');
 const TRAIN = path.join(FIXTURES, 'train');
@@ -115,10 +117,10 @@ describe('VGG-19 features', () => {
   afterAll(() => weights.close());
 
   /** f64 host VGG: [-1, 1] → [0, 1] → ImageNet-normalised, conv+ReLU stages with 2×2 max-pools between. */
-  function vggRef(y: Float32Array, [B, , H, W]: number[]): { values: Float64Array; shape: number[] }[] {
+  function vggRef(y: ArrayLike<number>, [B, , H, W]: number[]): { values: Float64Array; shape: number[] }[] {
     const [mean, std] = [[0.485, 0.456, 0.406], [0.229, 0.224, 0.225]];
     let shape = [B, 3, H, W];
-    let x: Float64Array = Float64Array.from(y, (v, i) => ((v + 1) / 2 - mean[Math.floor(i / (H * W)) % 3]) / std[Math.floor(i / (H * W)) % 3]);
+    let x: Float64Array = Float64Array.from(y, (v: number, i) => ((v + 1) / 2 - mean[Math.floor(i / (H * W)) % 3]) / std[Math.floor(i / (H * W)) % 3]);
     const out = [];
     for (const [s, convs] of [[0, 2], [5, 7], [10, 12, 14, 16], [19, 21, 23, 25], [28, 30, 32, 34]].entries()) {
       if (s > 0) {
@@ -167,6 +169,33 @@ describe('VGG-19 features', () => {
     }
   });
 
+  it('d L_per / d x_hat on the tape against central differences of the f64 reference', async () => {
+    const shape = [1, 3, 17, 16];
+    const [a, b] = [rand(3 * 17 * 16, 31), rand(3 * 17 * 16, 32)];
+    const fb = vggRef(b, shape);
+    const lossRef = (x: Float64Array): number => vggRef(x, shape).reduce((s, f, k) => s + mseRef(f.values, fb[k].values), 0);
+    const ta = e.upload(a, shape);
+    const { loss, grads } = grad(e, () => perceptualLoss(e, vgg, ta, e.upload(b, shape)), [ta]);
+    const g = await e.read(grads[0]!);
+    const x = Float64Array.from(a);
+    expect((await e.read(loss))[0]).toBeCloseTo(lossRef(x), 6);
+    // Every 13th element (the f64 VGG runs twice per element), step 1e-5.
+    const h = 1e-5;
+    let worst = 0;
+    const scaleRef = absMax(g);
+    for (let i = 0; i < x.length; i += 13) {
+      x[i] = a[i] + h;
+      const up = lossRef(x);
+      x[i] = a[i] - h;
+      const down = lossRef(x);
+      x[i] = a[i];
+      worst = Math.max(worst, Math.abs(g[i] - (up - down) / (2 * h)) / scaleRef);
+    }
+    // f32 forward and backward through 16 convs, 4 pools and 5 MSEs: measured 4.6e-7·max.
+    console.log(`VGG L_per gradient: worst ${worst.toExponential(2)}·max`);
+    expect(worst).toBeLessThan(1e-5);
+  });
+
   it('a missing or wrong weights file is a one-line error', () => {
     expect(() => Vgg19Features.load(e, path.join(TRAIN, 'no-such-vgg.safetensors'))).toThrow(/no-such-vgg.safetensors: no such file/);
     expect(() => Vgg19Features.load(e, path.join(TRAIN, 'dr-random/decoder/model.safetensors')))
@@ -201,7 +230,7 @@ describe('PatchGAN discriminator (pix2pix NLayerDiscriminator)', () => {
   });
 
   /** f64 host forward: conv (4×4, pad 1) → instance norm → LeakyReLU(0.2), per pix2pix. */
-  function discRef(w: (k: string) => Float32Array, x: Float32Array, inShape: number[]): { values: Float64Array; shape: number[] } {
+  function discRef(w: (k: string) => ArrayLike<number>, x: ArrayLike<number>, inShape: number[]): { values: Float64Array; shape: number[] } {
     let shape = inShape;
     let values: Float64Array = Float64Array.from(x);
     const layers: [string, number, string | undefined, boolean][] = [['0', 2, undefined, true], ['2', 2, '3', true], ['5', 2, '6', true], ['8', 1, '9', true], ['11', 1, undefined, false]];
@@ -240,6 +269,60 @@ describe('PatchGAN discriminator (pix2pix NLayerDiscriminator)', () => {
     // Five f32 convs (≤ 512 terms) and three instance norms over as few as 6 pixels: 1e-5 · max|ref|
     // (measured 6.5e-7).
     expectClose(await e.read(got), ref.values, 0, 1e-5 * absMax(ref.values));
+  });
+
+  it('gradients of mse(D(x), target) on the tape for the input and the weights against central differences', async () => {
+    const dir = path.join(tmp, 'grad');
+    initDiscriminator(dir, cfg, 3);
+    const d = NLayerDiscriminator.load(e, dir);
+    const f = SafetensorsFile.open(path.join(dir, 'model.safetensors'));
+    const host = new Map([...f.tensors.keys()].map((k) => [k, f.readF32(k)]));
+    f.close();
+    // Norm affine away from (1, 0) so its gradients are exercised.
+    for (const n of ['3', '6', '9']) {
+      for (const [k, base] of [['weight', 1], ['bias', 0]] as const) {
+        const v = Float32Array.from(rand(host.get(`model.${n}.${k}`)!.length, Number(n) + (base ? 50 : 60), 0.3), (u) => base + u);
+        host.set(`model.${n}.${k}`, v);
+        const p = [...d.namedParams()].find(([name]) => name === `model.${n}.${k}`)![1];
+        p.value = e.createWeight(new Uint8Array(v.buffer), p.shape, 'f32');
+      }
+    }
+    const shape = [2, 3, 26, 25];
+    const x = rand(2 * 3 * 26 * 25, 41);
+    const target = rand(2, 42);
+    const names = ['model.0.weight', 'model.5.weight', 'model.6.weight', 'model.9.bias', 'model.11.bias'];
+    const params = names.map((k) => [...d.namedParams()].find(([name]) => name === k)![1].t);
+    const tx = e.upload(x, shape);
+    const { grads } = grad(e, () => mse(e, d.forward(e, tx), e.upload(target, [2, 1, 1, 1])), [tx, ...params]);
+    const lossRef = (w: Map<string, ArrayLike<number>>, input: ArrayLike<number>): number =>
+      mseRef(discRef((k) => w.get(k)!, input, shape).values, target);
+    const h = 1e-5;
+    let worst = 0;
+    for (const [j, name] of ['input', ...names].entries()) {
+      const g = await e.read(grads[j]!);
+      const base = name === 'input' ? x : host.get(name)!;
+      const p = Float64Array.from(base);
+      const at = (): number => {
+        const w = new Map<string, ArrayLike<number>>(host);
+        if (name !== 'input') w.set(name, p);
+        return lossRef(w, name === 'input' ? p : x);
+      };
+      const scaleRef = absMax(g);
+      expect(scaleRef, name).toBeGreaterThan(1e-6);
+      // About 60 elements per tensor, spread over it (the f64 forward runs twice per element).
+      for (let i = j; i < p.length; i += Math.max(1, Math.floor(p.length / 60))) {
+        p[i] = base[i] + h;
+        const up = at();
+        p[i] = base[i] - h;
+        const down = at();
+        p[i] = base[i];
+        const err = Math.abs(g[i] - (up - down) / (2 * h)) / scaleRef;
+        if (err > worst) worst = err;
+      }
+    }
+    // Five convs, three instance norms (as few as 4 pixels), LeakyReLUs: measured 1.1e-6·max.
+    console.log(`discriminator gradients: worst ${worst.toExponential(2)}·max`);
+    expect(worst).toBeLessThan(1e-5);
   });
 
   it('seeded init: PyTorch default bounds, the same file for the same seed; saved weights load back', async () => {
