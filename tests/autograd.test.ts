@@ -12,8 +12,8 @@ import type { Tensor } from '../src/engine/tensor.js';
 import { linear } from '../src/engine/ops/matmul.js';
 import { conv2d } from '../src/engine/ops/conv2d.js';
 import { attention } from '../src/engine/ops/attention.js';
-import { groupNorm, layerNorm } from '../src/engine/ops/norms.js';
-import { add, mul, scale, silu } from '../src/engine/ops/elementwise.js';
+import { groupNorm, layerNorm, softmax } from '../src/engine/ops/norms.js';
+import { add, mean, mul, scale, silu } from '../src/engine/ops/elementwise.js';
 import { cast, concat, upsampleNearest2x } from '../src/engine/ops/copy.js';
 import { crossEntropy, mse } from '../src/engine/ops/losses.js';
 import { rand } from './helpers.js';
@@ -145,6 +145,41 @@ describe('tape on composed graphs vs finite differences', () => {
     console.log(`tape attention: worst ${worst.toExponential(2)}·max`);
   });
 });
+
+describe('softmax backward and ops without one', () => {
+  it('linear → softmax (scale 0.7) → mse vs finite differences', async () => {
+    const [R, I, D] = [3, 4, 9];
+    const x = rand(R * I, 70);
+    const w = rand(D * I, 71, 0.5);
+    const target = rand(R * D, 72, 0.3);
+    // softmax composed in f64 (softmaxRef takes f32 rows).
+    const refF64 = ([W]: Float64Array[]): number => {
+      const z = matmulRef(x, W, 1, R, I, D, { transB: true });
+      const y = new Float64Array(z.length);
+      for (let r = 0; r < R; r++) {
+        const row = Array.from(z.subarray(r * D, (r + 1) * D), (v) => 0.7 * v);
+        const m = Math.max(...row);
+        const s = row.reduce((a, v) => a + Math.exp(v - m), 0);
+        row.forEach((v, i) => (y[r * D + i] = Math.exp(v - m) / s));
+      }
+      return mseRef(y, target);
+    };
+    const tw = e.upload(w, [D, I]);
+    const { grads } = grad(e, () => mse(e, softmax(e, linear(e, e.upload(x, [R, I]), tw), 0.7), e.upload(target, [R, D])), [tw]);
+    expectGradsClose(await readAll(grads), finiteDifferences(refF64, [w]));
+  });
+
+  it('an op without a backward on a path to a param is an Error, not a silently missing gradient', () => {
+    const w = e.upload(rand(12, 73), [3, 4]);
+    expect(() => grad(e, () => mse(e, mean(e, w, 1), e.zeros([3])), [w])).toThrow('mean has no backward');
+    // Off the gradient path it runs as usual.
+    const { grads } = grad(e, () => mse(e, silu(e, w), expandRows(mean(e, e.upload(rand(12, 74), [3, 4]), 1))), [w]);
+    expect(grads[0]).toBeDefined();
+  });
+});
+
+/** [3] → [3, 4] by repeating each value along the row. */
+const expandRows = (t: Tensor): Tensor => mul(e, t.reshape([3, 1]), e.upload(new Float32Array(12).fill(1), [3, 4]));
 
 describe('tape bookkeeping', () => {
   it('passes each backward the needs mask of its inputs; frozen inputs and data get no gradient', async () => {

@@ -256,6 +256,11 @@ export class Engine {
     this.tape?.record(op, inputs, output, saved, backward);
   }
 
+  /** For ops without a backward: an Error when taping needs one, where a gradient would silently stop. */
+  assertNoGrad(op: string, ...inputs: (Tensor | undefined)[]): void {
+    if (this.needsGrad(...inputs)) throw new Error(`${op} has no backward: compute it outside grad(), or from tensors that need no gradient`);
+  }
+
   // ---- dispatch ------------------------------------------------------------
 
   run(d: Dispatch): void {

@@ -173,6 +173,7 @@ export function sumTo(e: Engine, t: Tensor, shape: readonly number[]): Tensor {
 
 /** Mean over one axis. */
 export function mean(e: Engine, x: Tensor, axis: number): Tensor {
+  e.assertNoGrad('mean', x);
   const ax = axis < 0 ? x.shape.length + axis : axis;
   assertShape('mean', ax >= 0 && ax < x.shape.length, `axis ${axis} of ${x}`);
   const outer = x.shape.slice(0, ax).reduce((p, d) => p * d, 1);

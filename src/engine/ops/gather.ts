@@ -8,6 +8,7 @@ import { assertShape, elementwiseGrid } from './common.js';
  */
 export function gather(e: Engine, table: Tensor | RowChunkedTensor, ids: Tensor): Tensor {
   assertShape('gather', ids.dtype === 'i32', `ids must be i32, got ${ids}`);
+  e.assertNoGrad('gather', ...(table instanceof Tensor ? [table] : table.chunks.map((c) => c.tensor)));
   const D = table.shape[1];
   const out = e.empty([...ids.shape, D], table.dtype);
   const chunks = table instanceof Tensor ? [{ firstRow: 0, tensor: table }] : table.chunks;

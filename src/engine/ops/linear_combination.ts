@@ -11,6 +11,7 @@ const MAX_TERMS = 4;
  */
 export function linearCombination(e: Engine, terms: readonly (readonly [number, Tensor])[]): Tensor {
   assertShape('linearCombination', terms.length > 0, 'needs at least one term');
+  e.assertNoGrad('linearCombination', ...terms.map(([, x]) => x));
   const [, first] = terms[0];
   for (const [c, x] of terms) {
     const same = x.shape.length === first.shape.length && x.shape.every((d, i) => d === first.shape[i]);

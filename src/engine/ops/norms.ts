@@ -2,6 +2,7 @@ import type { Engine } from '../engine.js';
 import type { Tensor } from '../tensor.js';
 import { grid } from '../engine.js';
 import { ACT, assertShape, rowWorkgroup, runRows, type Activation } from './common.js';
+import { mul, scale as scaleBy, sub, sumTo } from './elementwise.js';
 
 /**
  * LayerNorm over the last dimension with affine weight and bias. Given `stats`
@@ -72,11 +73,22 @@ export function softmax(e: Engine, x: Tensor, scale = 1): Tensor {
   const D = x.shape.at(-1)!;
   const y = e.empty(x.shape, x.dtype);
   runRows(e, 'softmax', { x, y }, x.size / D, D, { scale });
+  e.record('softmax', [x], y, [y], (dy) => [softmaxBackward(e, y, dy, scale)]);
   return y;
+}
+
+/** Backward of `softmax` from its output y: dx = scale · y ⊙ (dy − Σ_row dy ⊙ y), composed. */
+export function softmaxBackward(e: Engine, y: Tensor, dy: Tensor, scale = 1): Tensor {
+  assertShape('softmaxBackward', dy.size === y.size, `gradient ${dy} for ${y}`);
+  return e.tidy(() => {
+    const dot = sumTo(e, mul(e, dy, y), [...y.shape.slice(0, -1), 1]);
+    return scaleBy(e, mul(e, y, sub(e, dy, dot)), scale);
+  });
 }
 
 /** x / max(‖x‖₂, eps) over the last dimension (torch.nn.functional.normalize). */
 export function l2Normalize(e: Engine, x: Tensor, eps = 1e-12): Tensor {
+  e.assertNoGrad('l2Normalize', x);
   const D = x.shape.at(-1)!;
   const y = e.empty(x.shape, x.dtype);
   runRows(e, 'l2_normalize', { x, y }, x.size / D, D, { eps });

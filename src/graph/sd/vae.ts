@@ -286,6 +286,7 @@ export class AutoencoderKL extends Module {
   latent(e: Engine, moments: Tensor, noise?: Tensor): Tensor {
     const [B, C2, h, w] = moments.shape;
     const C = C2 / 2;
+    e.assertNoGrad('DiagonalGaussian latent', moments);
     const z = e.empty([B, C, h, w], moments.dtype);
     const { workgroups, groupsX } = elementwiseGrid(z.size);
     e.run({
