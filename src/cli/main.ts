@@ -10,6 +10,7 @@ import { initCommand } from './init.js';
 import { inspectCommand } from './inspect.js';
 import { probeCommand } from './probe.js';
 import { restoreCommand } from './restore.js';
+import { trainCommand } from './train.js';
 
 const program = new Command('dr')
   .description('Diff-Restorer image restoration toolkit on WebGPU: no Python, no CUDA')
@@ -24,10 +25,17 @@ const program = new Command('dr')
   .addCommand(degradeCommand())
   .addCommand(evalCommand())
   .addCommand(fetchCommand())
+  .addCommand(trainCommand())
   .addHelpText('after', `
 Start with \`dr doctor\` to see which GPU dr will use, then e.g.
   dr fetch stable-diffusion-v1-5/stable-diffusion-v1-5     (once, with internet; see dr restore --help)
   dr restore photo.jpg -o restored.png
   dr probe photo.jpg --model openai/clip-vit-large-patch14`);
+
+// --adapter of any command reaches the device module the way the environment variable does.
+program.hook('preAction', (_, action) => {
+  const adapter: unknown = action.opts().adapter;
+  if (typeof adapter === 'string') process.env.DR_ADAPTER = adapter;
+});
 
 program.parseAsync(process.argv);
