@@ -104,6 +104,25 @@ describe('AdamW vs torch.optim.AdamW (f64 transcription)', () => {
     expectParamsClose(await e.read(param), r.p);
   });
 
+  it('a parameter without a gradient is skipped as torch skips a None grad: no decay, its own step count', async () => {
+    const [a0, b0] = [rand(300, 43, 2), rand(300, 44, 2)];
+    const [a, b] = [e.upload(a0, [300]), e.upload(b0, [300])];
+    const g1 = rand(300, 45, 0.5);
+    const g2 = rand(300, 46, 0.5);
+    const opt = new AdamW(e, { lr: 1e-3, weightDecay: 1e-2 });
+    opt.step([{ param: a, grad: e.upload(g1, [300]) }, { param: b }]);
+    expect(Array.from(await e.read(b))).toEqual(Array.from(b0));
+    opt.step([{ param: a, grad: e.upload(g2, [300]) }, { param: b, grad: e.upload(g2, [300]) }]);
+    expect([opt.state(a)!.step, opt.state(b)!.step]).toEqual([2, 1]);
+    const [ra, rb] = [refState(a0), refState(b0)];
+    adamwRef(ra, g1, 1, 1e-3, 1e-2);
+    adamwRef(ra, g2, 2, 1e-3, 1e-2);
+    adamwRef(rb, g2, 1, 1e-3, 1e-2); // b's first step: bias correction of step 1
+    expectParamsClose(await e.read(a), ra.p);
+    expectParamsClose(await e.read(b), rb.p);
+    expect(opt.stateBytes).toBe(2 * 2 * 300 * 4);
+  });
+
   it('clipCoefficient of an all-zero gradient is 1 (norm 0), as torch', async () => {
     const [coef, norm] = await e.read(clipCoefficient(e, [e.zeros([300])], 1));
     expect([coef, norm]).toEqual([1, 0]);

@@ -11,10 +11,21 @@ export interface AdamWOptions {
   maxGradNorm?: number;
 }
 
-/** One parameter to update: its f32 master weight (updated in place) and its gradient. */
+/**
+ * One parameter to update: its f32 master weight (updated in place) and its gradient;
+ * without one (the loss does not reach it: `grad` gives undefined) it is skipped as torch skips
+ * a None grad: no decay, and its own step count stays.
+ */
 export interface ParamGrad {
   param: Tensor;
-  grad: Tensor;
+  grad?: Tensor;
+}
+
+/** A parameter's optimiser state: torch's exp_avg, exp_avg_sq and per-parameter step. */
+export interface AdamWState {
+  m: Tensor;
+  v: Tensor;
+  step: number;
 }
 
 /**
@@ -23,9 +34,7 @@ export interface ParamGrad {
  * parameter's first step; the parameter itself is the f32 master weight.
  */
 export class AdamW {
-  /** Steps taken (torch's `step` state: bias correction uses it). */
-  steps = 0;
-  private readonly moments = new Map<Tensor, { m: Tensor; v: Tensor }>();
+  private readonly moments = new Map<Tensor, AdamWState>();
   /** Bound in place of the clip factor when not clipping (never read then). */
   private noClip?: Tensor;
 
@@ -39,17 +48,19 @@ export class AdamW {
   step(params: readonly ParamGrad[], gradScale = 1): Tensor | undefined {
     const { e, opts } = this;
     const [beta1, beta2] = opts.betas ?? [0.9, 0.999];
-    const t = ++this.steps;
-    const clip = opts.maxGradNorm === undefined ? undefined : clipCoefficient(e, params.map((p) => p.grad), opts.maxGradNorm, gradScale);
+    const grads = params.flatMap((p) => (p.grad ? [p.grad] : []));
+    const clip = opts.maxGradNorm === undefined || !grads.length ? undefined : clipCoefficient(e, grads, opts.maxGradNorm, gradScale);
     for (const { param, grad } of params) {
+      if (!grad) continue;
       assertShape('AdamW', param.dtype === 'f32', `parameter ${param} must be f32 (the master weight)`);
       assertShape('AdamW', grad.size === param.size, `gradient ${grad} for parameter ${param}`);
       let state = this.moments.get(param);
       if (!state) {
         const zeros = new Uint8Array(param.byteLength);
-        state = { m: e.createWeight(zeros, param.shape, 'f32'), v: e.createWeight(zeros, param.shape, 'f32') };
+        state = { m: e.createWeight(zeros, param.shape, 'f32'), v: e.createWeight(zeros, param.shape, 'f32'), step: 0 };
         this.moments.set(param, state);
       }
+      const t = ++state.step;
       const { workgroups, groupsX } = elementwiseGrid(param.size);
       e.run({
         kernel: 'adamw',
@@ -68,9 +79,16 @@ export class AdamW {
     return clip;
   }
 
-  /** The moments of a parameter (tests, checkpoints of the optimiser). */
-  state(param: Tensor): { m: Tensor; v: Tensor } | undefined {
+  /** A parameter's state (tests, checkpoints of the optimiser). */
+  state(param: Tensor): AdamWState | undefined {
     return this.moments.get(param);
+  }
+
+  /** Bytes of optimiser state (the moments), for memory reports. */
+  get stateBytes(): number {
+    let n = 0;
+    for (const { m, v } of this.moments.values()) n += m.byteLength + v.byteLength;
+    return n;
   }
 }
 
