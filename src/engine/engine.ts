@@ -27,6 +27,12 @@ import { f16ToF32, f32ToF16Bits } from './half.js';
 // the kernel and the name. Texture bindings (`var name: texture_2d<f32>` or
 // `texture_storage_2d<rgba32float, write>`, numbered after the storage buffers) are given under
 // `textures` by name, checked the same way. `enable …;` lines of a kernel go first in the module.
+//
+// Memory rule: `tidy(fn)` is synchronous, so code without an `await` inside runs in a tidy and
+// returns what outlives it; code that awaits (a read back) holds tensors with `keep` and
+// releases them itself. A training step is one synchronous `grad` (forward and backward, which
+// manage their own saved tensors: autograd.ts) and `AdamW.step`, then one `await` for the loss;
+// the caller releases the loss and the gradients grad returns.
 
 /** A `struct Params` field's value: a number for a scalar, an array for an `array<vec4<…>, n>`. */
 export type Uniform = number | readonly number[];
