@@ -8,12 +8,13 @@ import { beforeAll, describe, expect, it, vi } from 'vitest';
 import { Engine } from '../src/engine/engine.js';
 import { adapterTraits, autoPrecision, chooseKernels } from '../src/engine/kernels.js';
 import { linear, matmul, matmulBackward } from '../src/engine/ops/matmul.js';
+import { conv2d } from '../src/engine/ops/conv2d.js';
 import { addInto } from '../src/engine/ops/adamw.js';
 import { f16ToF32, f32ToF16Bits } from '../src/engine/half.js';
 import type { Activation } from '../src/engine/ops/common.js';
 import { DrError } from '../src/errors.js';
 import { expectClose, rand } from './helpers.js';
-import { erf, matmulRef } from './reference.js';
+import { conv2dRef, erf, matmulRef } from './reference.js';
 
 let e: Engine;
 let kernelsRun: string[] = [];
@@ -159,6 +160,53 @@ describe('texture matmul (CPU-adapter path)', () => {
   });
 });
 
+describe('texture conv2d (CPU-adapter path)', () => {
+  it.each([
+    // [B, Cin, H, W], [Cout, KH, KW], stride, padding: Cin not a multiple of 4, taps in the padding
+    // on every side, stride 2 on odd sides, asymmetric padding (VAE downsampler), 1×1, more than 64 channels
+    [[1, 1, 1, 1], [1, 1, 1], 1, 0],
+    [[2, 3, 9, 11], [5, 3, 3], 1, 1],
+    [[1, 4, 13, 10], [70, 3, 3], 2, 1],
+    [[1, 6, 9, 7], [3, 3, 3], 2, [0, 1, 0, 1]],
+    [[3, 3, 16, 16], [17, 8, 8], 8, 0],
+    [[1, 33, 5, 7], [9, 1, 1], 1, 0],
+  ])('input %j, kernel %j, stride %i, padding %j, bias, silu', async (xs, [Cout, KH, KW], stride, pad) => {
+    const [B, Cin, H, W] = xs as number[];
+    const x = rand(B * Cin * H * W, 21);
+    const w = rand(Cout * Cin * KH * KW, 22);
+    const bias = rand(Cout, 23);
+    const weight = e.createWeight(new Uint8Array(w.buffer.slice(0)), [Cout, Cin, KH, KW], 'f32');
+    let got = new Float32Array();
+    const kernels = await dispatched(async () => {
+      got = await e.read(conv2d(e, e.upload(x, [B, Cin, H, W]), weight, { stride, padding: pad as number, bias: e.upload(bias, [Cout]), act: 'silu' }));
+    });
+    expect(kernels).toContain('conv2d_tex');
+    expect(kernels).not.toContain('conv2d');
+    const ref = conv2dRef(x, w, bias, [B, Cin, H, W], [Cout, Cin, KH, KW], stride, pad);
+    expectClose(got, ref.y.map((v) => v / (1 + Math.exp(-v))), 1e-4, atolFor(Cin * KH * KW));
+  });
+
+  it('f16 input and weights: f32 accumulation, f16 output; a pooled weight is copied per call', async () => {
+    const [B, Cin, H, W, Cout] = [1, 5, 6, 6, 7];
+    const xBits = Uint16Array.from(rand(B * Cin * H * W, 24), f32ToF16Bits);
+    const wBits = Uint16Array.from(rand(Cout * Cin * 9, 25), f32ToF16Bits);
+    const y = conv2d(e, e.upload(xBits, [B, Cin, H, W]), e.upload(wBits, [Cout, Cin, 3, 3]), { padding: 1 });
+    expect(y.dtype).toBe('f16');
+    const ref = conv2dRef(Float32Array.from(xBits, f16ToF32), Float32Array.from(wBits, f16ToF32), undefined, [B, Cin, H, W], [Cout, Cin, 3, 3], 1, 1);
+    expectClose(await e.read(y), ref.y, 2 ** -11, 1e-5);
+  });
+
+  it('falls back to the tiled kernel when an input row does not fit a texture', async () => {
+    const W = e.device.limits.maxTextureDimension2D + 3;
+    const x = rand(W, 26);
+    const w = rand(2, 27);
+    let got = new Float32Array();
+    const kernels = await dispatched(async () => { got = await e.read(conv2d(e, e.upload(x, [1, 1, 1, W]), e.upload(w, [2, 1, 1, 1]))); });
+    expect(kernels).toEqual(['conv2d']);
+    expectClose(got, conv2dRef(x, w, undefined, [1, 1, 1, W], [2, 1, 1, 1], 1, 0).y);
+  });
+});
+
 describe('kernel choice', () => {
   const lavapipe = { software: true, hasSubgroups: true, subgroupMinSize: 8 };
   it('software adapters with 8-lane subgroups get the CPU path, others the GPU path', () => {
@@ -185,7 +233,7 @@ describe('kernel choice', () => {
 
   it('textures are bound by name and checked against the kernel', () => {
     const src = e.upload(rand(4, 20), [1, 4]);
-    const params = { rows: 1, cols: 4, rowsPerItem: 1, base: 0, sItem: 0, sRow: 4, sK: 1 };
+    const params = { rows: 1, rowsPerItem: 1, segs: 1, segCols: 4, base: 0, sItem: 0, sRow: 4, sSeg: 0, sK: 1 };
     expect(() => e.run({ kernel: 'to_texture', bindings: { src }, params, workgroups: [1, 1] })).toThrow('texture dst missing');
     const dst = e.texturePool.acquire(1, 1);
     expect(() => e.run({ kernel: 'to_texture', bindings: { src }, textures: { dst, extra: dst }, params, workgroups: [1, 1] }))

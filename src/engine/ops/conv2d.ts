@@ -4,6 +4,7 @@ import type { Tensor } from '../tensor.js';
 import { ACT, assertShape, type Activation } from './common.js';
 import { sumTo, unary } from './elementwise.js';
 import { kSplits } from './matmul.js';
+import { textureConv, textureConvFits } from './conv2d_tex.js';
 
 export interface Conv2dOptions {
   stride?: number | [number, number];
@@ -34,13 +35,19 @@ export function conv2d(e: Engine, x: Tensor, w: Tensor, opts: Conv2dOptions = {}
   }
 
   const y = e.empty([B, Cout, Ho, Wo], x.dtype);
-  e.run({
-    kernel: 'conv2d',
-    bindings: { x, w, bias: opts.bias ?? w, y },
-    defines: { HAS_BIAS: !!opts.bias, ACT: ACT[opts.act ?? 'none'] },
-    params: { Cin, H, W, Cout, Ho, Wo, KH, KW, strideH: sh, strideW: sw, padH: top, padW: left, alpha: opts.alpha ?? 0.01 },
-    workgroups: [Math.ceil((Ho * Wo) / 64), Math.ceil(Cout / 64), B],
-  });
+  const geometry = { B, Cin, H, W, Cout, Ho, Wo, KH, KW, strideH: sh, strideW: sw, padH: top, padW: left };
+  // A CPU adapter (kernels.ts) reads the input and weights from textures.
+  if (e.kernels.path === 'cpu' && textureConvFits(e, geometry)) {
+    textureConv(e, x, w, y, { ...geometry, bias: opts.bias, act: opts.act ?? 'none', alpha: opts.alpha ?? 0.01 });
+  } else {
+    e.run({
+      kernel: 'conv2d',
+      bindings: { x, w, bias: opts.bias ?? w, y },
+      defines: { HAS_BIAS: !!opts.bias, ACT: ACT[opts.act ?? 'none'] },
+      params: { Cin, H, W, Cout, Ho, Wo, KH, KW, strideH: sh, strideW: sw, padH: top, padW: left, alpha: opts.alpha ?? 0.01 },
+      workgroups: [Math.ceil((Ho * Wo) / 64), Math.ceil(Cout / 64), B],
+    });
+  }
   if (taping) {
     e.record('conv2d', [x, w, opts.bias], y, [x, w], (dy, [nx, nw, nb]) => {
       const g = conv2dBackward(e, x, w, dy, opts, { x: nx, w: nw, bias: nb });

@@ -35,8 +35,8 @@ export function textureGemm(e: Engine, a: Tensor, b: Tensor, c: Tensor, g: Textu
   const width = texelsPerRow(K);
   const shared = bBatch === 1;
   // Rows of b's texture for item i: [N rows, K/4 texels], b as stored when transB, else transposed.
-  const bView = (rows: number, item0: number) => ({
-    rows, cols: K, rowsPerItem: N, base: item0 * K * N, sItem: K * N, sRow: transB ? K : 1, sK: transB ? 1 : N,
+  const bView = (rows: number, item0: number): TextureView => ({
+    rows, rowsPerItem: N, segs: 1, segCols: K, base: item0 * K * N, sItem: K * N, sRow: transB ? K : 1, sSeg: 0, sK: transB ? 1 : N,
   });
   let wShared: GPUTexture | undefined;
   let wPooled: GPUTexture | undefined;
@@ -55,7 +55,7 @@ export function textureGemm(e: Engine, a: Tensor, b: Tensor, c: Tensor, g: Textu
     for (let m0 = 0; m0 < M; m0 += mRows) {
       const rows = Math.min(mRows, M - m0);
       const at = e.texturePool.acquire(width, items * rows);
-      toTexture(e, a, at, { rows: items * rows, cols: K, rowsPerItem: rows, base: i0 * M * K + m0 * K, sItem: M * K, sRow: K, sK: 1 },
+      toTexture(e, a, at, { rows: items * rows, rowsPerItem: rows, segs: 1, segCols: K, base: i0 * M * K + m0 * K, sItem: M * K, sRow: K, sSeg: 0, sK: 1 },
         items === 1 || rows === M);
       e.run({
         kernel: 'matmul_tex',
@@ -72,13 +72,16 @@ export function textureGemm(e: Engine, a: Tensor, b: Tensor, c: Tensor, g: Textu
   if (wPooled) e.texturePool.release(wPooled);
 }
 
-interface View {
+/** A strided view of a tensor as texture rows (to_texture.wgsl's Params). */
+export interface TextureView {
   rows: number;
-  cols: number;
   rowsPerItem: number;
+  segs: number;
+  segCols: number;
   base: number;
   sItem: number;
   sRow: number;
+  sSeg: number;
   sK: number;
 }
 
@@ -86,18 +89,17 @@ interface View {
  * Fills a texture from a strided view of `src`: copyBufferToTexture where the rows are contiguous
  * f32 with a pitch that is a multiple of 256 bytes (its alignment rule), else to_texture.wgsl.
  */
-function toTexture(e: Engine, src: Tensor, dst: GPUTexture, v: View, contiguousRows: boolean): void {
-  const pitch = v.cols * 4;
-  if (contiguousRows && src.dtype === 'f32' && pitch % 256 === 0 && v.sK === 1 && v.sRow === v.cols) {
-    e.copyToTexture(src, v.base * 4, pitch, dst, v.cols / 4, v.rows);
+export function toTexture(e: Engine, src: Tensor, dst: GPUTexture, v: TextureView, contiguousRows = false): void {
+  const pitch = v.segCols * 4;
+  if (contiguousRows && v.segs === 1 && src.dtype === 'f32' && pitch % 256 === 0 && v.sK === 1 && v.sRow === v.segCols) {
+    e.copyToTexture(src, v.base * 4, pitch, dst, v.segCols / 4, v.rows);
     return;
   }
-  const { rows, cols, rowsPerItem, base, sItem, sRow, sK } = v;
   e.run({
     kernel: 'to_texture',
     bindings: { src },
     textures: { dst },
-    params: { rows, cols, rowsPerItem, base, sItem, sRow, sK },
-    workgroups: [Math.ceil(Math.ceil(cols / 4) / 64), rows],
+    params: { ...v },
+    workgroups: [Math.ceil((v.segs * Math.ceil(v.segCols / 4)) / 64), v.rows],
   });
 }

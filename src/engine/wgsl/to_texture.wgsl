@@ -1,23 +1,28 @@
-// Gathers a strided 2-D view of a tensor into an rgba32float texture for the CPU-adapter kernels
-// (kernels.ts): texel (kv, row) holds v[4kv .. 4kv + 3] of that row, where row = item·rowsPerItem + r
-// reads src[base + item·sItem + r·sRow + k·sK]. Values past `cols` are 0, so a K that is not a
-// multiple of 4 adds nothing to a product. sK = N with sRow = 1 writes a [K, N] matrix transposed.
-// Dispatch (ceil(ceil(cols / 4) / 64), rows).
-struct Params { rows: u32, cols: u32, rowsPerItem: u32, base: u32, sItem: u32, sRow: u32, sK: u32 }
+// Gathers a strided view of a tensor into an rgba32float texture for the CPU-adapter kernels
+// (kernels.ts). A texture row is `segs` segments of segCols values, each padded with zeros to
+// whole texels (segTexels = ceil(segCols / 4)), so a K that is not a multiple of 4 adds nothing
+// to a product. Texel (s·segTexels + t, row), row = item·rowsPerItem + r, holds values
+// i = 4t .. 4t + 3 of segment s: src[base + item·sItem + r·sRow + s·sSeg + i·sK].
+// One segment of K values is a matrix row (sK = N, sRow = 1 reads a [K, N] matrix transposed);
+// segments of Cin channels, one per pixel or kernel tap, lay out images and conv weights.
+// Dispatch (ceil(segs · segTexels / 64), rows).
+struct Params { rows: u32, rowsPerItem: u32, segs: u32, segCols: u32, base: u32, sItem: u32, sRow: u32, sSeg: u32, sK: u32 }
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read> src: array<TX>;
 @group(0) @binding(2) var dst: texture_storage_2d<rgba32float, write>;
 
 @compute @workgroup_size(64)
 fn main(@builtin(global_invocation_id) gid: vec3u) {
-  let kv = gid.x;
+  let segTexels = (p.segCols + 3u) / 4u;
+  let texel = gid.x;
   let row = gid.y;
-  if (4u * kv >= p.cols || row >= p.rows) { return; }
-  let at = p.base + (row / p.rowsPerItem) * p.sItem + (row % p.rowsPerItem) * p.sRow;
+  if (texel >= p.segs * segTexels || row >= p.rows) { return; }
+  let s = texel / segTexels;
+  let i0 = (texel % segTexels) * 4u;
+  let at = p.base + (row / p.rowsPerItem) * p.sItem + (row % p.rowsPerItem) * p.sRow + s * p.sSeg;
   var v = vec4<f32>(0.0);
   for (var j = 0u; j < 4u; j++) {
-    let k = 4u * kv + j;
-    if (k < p.cols) { v[j] = f32(src[at + k * p.sK]); }
+    if (i0 + j < p.segCols) { v[j] = f32(src[at + (i0 + j) * p.sK]); }
   }
-  textureStore(dst, vec2u(kv, row), v);
+  textureStore(dst, vec2u(texel, row), v);
 }
