@@ -210,6 +210,18 @@ describe('tape bookkeeping', () => {
     expect(() => grad(e, () => silu(e, w), [w])).toThrow('grad: the loss must have one element');
   });
 
+  it('a tensor from a tidy scope around grad stays that scope\'s: the tape reads it but does not free it', async () => {
+    const w = e.upload(rand(12, 80), [3, 4]);
+    const read = await e.tidy(() => {
+      const x = e.upload(rand(8, 81), [2, 4]); // saved by linear's backward (dW = dyᵀ·x)
+      const { loss, grads } = grad(e, () => mse(e, linear(e, x, w), e.zeros([2, 3])), [w]);
+      for (const t of [loss, ...grads]) e.release(t!);
+      expect(x.released).toBe(false);
+      return e.read(x);
+    });
+    expect(Array.from(read)).toEqual(Array.from(rand(8, 81)));
+  });
+
   it('leaves only the loss and the gradients allocated: saved tensors and activation gradients are released', async () => {
     const w = e.upload(rand(64 * 32, 34, 0.3), [64, 32]);
     const v = e.upload(rand(32 * 64, 36, 0.3), [32, 64]);

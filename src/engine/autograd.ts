@@ -38,8 +38,12 @@ export class Tape {
   /** Saved tensors owned elsewhere (weights, inputs, tensors kept by the caller). */
   private readonly borrowed = new Map<Tensor, number>();
 
+  /** Scopes open before the forward: their tensors stay theirs (the tape only borrows them). */
+  private readonly depth: number;
+
   constructor(private readonly e: Engine, params: readonly Tensor[]) {
     for (const p of params) this.requires.add(base(p));
+    this.depth = e.scopeDepth;
   }
 
   requiresGrad(t: Tensor): boolean {
@@ -53,7 +57,7 @@ export class Tape {
       const b = base(t);
       if (this.pins.has(b)) this.pins.set(b, this.pins.get(b)! + 1);
       else if (this.borrowed.has(b)) this.borrowed.set(b, this.borrowed.get(b)! + 1);
-      else if (this.e.takeFromScopes(b)) this.pins.set(b, 1);
+      else if (this.e.takeFromScopes(b, this.depth)) this.pins.set(b, 1);
       else this.borrowed.set(b, 1);
     }
     this.nodes.push({ op, inputs, output, saved, backward });

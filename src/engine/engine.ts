@@ -236,11 +236,19 @@ export class Engine {
     return t;
   }
 
-  /** Removes t from every tidy scope; true if one held it (it was theirs to release). */
-  takeFromScopes(t: Tensor): boolean {
+  /**
+   * Removes t from the tidy scopes from depth `from` inward (all by default); true if one of
+   * them held it (it was theirs to release).
+   */
+  takeFromScopes(t: Tensor, from = 0): boolean {
     let held = false;
-    for (const s of this.scopes) held = s.delete(t.base ?? t) || held;
+    for (let i = from; i < this.scopes.length; i++) held = this.scopes[i].delete(t.base ?? t) || held;
     return held;
+  }
+
+  /** How many tidy scopes are open. */
+  get scopeDepth(): number {
+    return this.scopes.length;
   }
 
   // ---- gradients (autograd.ts) -----------------------------------------------
