@@ -6,6 +6,7 @@ import { SD_COMPONENTS, SD15_CONFIG_DIR, SingleFileSd, isOriginalSd, type SdComp
 import { Checkpoint, openTensorFile } from '../weights/checkpoint.js';
 import { writeSafetensorsYielding } from '../weights/safetensors.js';
 import { beginTemp, checkOutputFile, checkOutputFolder, checkWritable, commitTemp, dropTemp, Inputs } from '../atomic.js';
+import { Batch } from './batch.js';
 import { Progress } from './progress.js';
 import { runCommand } from './run.js';
 
@@ -28,8 +29,8 @@ const BAR_MIN_BYTES = 64 * 2 ** 20;
 export function convertCommand(): Command {
   return new Command('convert')
     .description('convert a single-file Stable Diffusion checkpoint to a diffusers folder, or any weights file to .safetensors')
-    .argument('<input>', '.safetensors, .ckpt, .pth or .bin (pickles are read safely: nothing in them is executed)')
-    .requiredOption('-o, --output <path>', 'a folder (diffusers layout, for single-file SD checkpoints) or a .safetensors file')
+    .argument('<inputs...>', '.safetensors, .ckpt, .pth or .bin (pickles are read safely: nothing in them is executed)')
+    .requiredOption('-o, --output <path>', 'a folder (diffusers layout, for single-file SD checkpoints) or a .safetensors file; for several inputs, the folder of their .safetensors')
     .option('--config <dir>', 'diffusers folder whose configs, tokenizer and scheduler fit the checkpoint (default: SD 1.5)')
     .option('--key <name>', 'the state dict to convert when a torch file holds several (e.g. state_dict_ema, model/ema)')
     .option('-f, --force', 'overwrite the output if it exists')
@@ -37,12 +38,52 @@ export function convertCommand(): Command {
 A single-file checkpoint in the original CompVis layout (model.diffusion_model.*, first_stage_model.*,
 cond_stage_model.*) becomes unet/, vae/, text_encoder/ (config.json + safetensors), tokenizer/,
 scheduler/ and model_index.json; keys diffusers does not use (model_ema.*, betas, ...) are left out.
-With -o FILE.safetensors any file is converted as it is (same tensor names).
+With -o FILE.safetensors any file is converted as it is (same tensor names); several inputs
+become OUT/NAME.safetensors each (a file that cannot be converted is reported, the rest go on).
 
 Examples:
   dr convert v1-5-pruned-emaonly.safetensors -o ~/models/sd15
-  dr convert alex.pth -o alex.safetensors`)
-    .action((input: string, opts: ConvertOptions) => runCommand(async () => convert(input, opts)));
+  dr convert alex.pth -o alex.safetensors
+  dr convert ckpts/*.pth -o converted/`)
+    .action((inputs: string[], opts: ConvertOptions) => runCommand(() => (inputs.length === 1 ? convert(inputs[0], opts) : convertMany(inputs, opts))));
+}
+
+/** Several files, each to OUT/NAME.safetensors, with the batch rule for one that fails. */
+async function convertMany(files: string[], opts: ConvertOptions): Promise<number> {
+  const dir = opts.output!;
+  if (dir.endsWith('.safetensors')) throw new DrError(`${dir}: one output file for ${files.length} inputs; give a folder`);
+  const inputs = new Inputs(files);
+  checkOutputFolder(dir, 'folder', inputs);
+  const seen = new Map<string, string>();
+  const plan = files.map((input) => {
+    const name = path.parse(input).name;
+    const prev = seen.get(name);
+    if (prev) throw new DrError(`${input}: same output name as ${prev} (${name}.safetensors); convert them into different folders`);
+    seen.set(name, input);
+    const out = path.join(dir, `${name}.safetensors`);
+    checkOutputFile(out, inputs, !!opts.force);
+    return { input, out };
+  });
+  const batch = new Batch('written');
+  for (const { input, out } of plan) {
+    if (!(await batch.item(input, () => toSafetensors(input, out, opts.key)))) continue;
+    batch.done++;
+    process.stdout.write(`${out}\n`);
+  }
+  return batch.finish(plan.length);
+}
+
+/** Any tensor file as it is; true once written. */
+async function toSafetensors(input: string, out: string, key: string | undefined): Promise<true> {
+  const ck = Checkpoint.fromSource(input, openTensorFile(input, key));
+  const bar = progress([ck]);
+  try {
+    await writeAll(out, ck, input, bar);
+  } finally {
+    bar.stop();
+    ck.close();
+  }
+  return true;
 }
 
 async function convert(input: string, opts: ConvertOptions): Promise<void> {
@@ -54,17 +95,9 @@ async function convert(input: string, opts: ConvertOptions): Promise<void> {
     checkOutputFolder(opts.output!, 'tree', inputs);
     checkWritable(opts.output!, !!opts.force);
   }
-  const src = openTensorFile(input, opts.key);
-  if (out.endsWith('.safetensors')) {
-    const ck = Checkpoint.fromSource(input, src);
-    const bar = progress([ck]);
-    try {
-      await writeAll(out, ck, input, bar);
-    } finally {
-      bar.stop();
-      ck.close();
-    }
-  } else {
+  if (out.endsWith('.safetensors')) await toSafetensors(input, out, opts.key);
+  else {
+    const src = openTensorFile(input, opts.key);
     if (!isOriginalSd(src.tensors.keys())) {
       src.close();
       throw new DrError(`${input}: not a single-file Stable Diffusion checkpoint (no model.diffusion_model.* tensors); to convert its tensors as they are, give -o FILE.safetensors`);

@@ -4,7 +4,8 @@ import sharp from 'sharp';
 import { DrError } from '../errors.js';
 import { degradationHelp, degrade, parseSpec } from '../degrade/degrade.js';
 import { listImages, loadRgb } from '../image/load.js';
-import { checkWritable, ensureDir, writeAtomic } from '../atomic.js';
+import { checkOutputFile, checkOutputFolder, Inputs, writeAtomic } from '../atomic.js';
+import { Batch } from './batch.js';
 import { Progress } from './progress.js';
 import { numberOption, runCommand } from './run.js';
 
@@ -38,7 +39,7 @@ Examples:
     .action((images: string[], opts: DegradeOptions) => runCommand(() => run(images, opts)));
 }
 
-async function run(inputs: string[], opts: DegradeOptions): Promise<void> {
+async function run(inputs: string[], opts: DegradeOptions): Promise<number> {
   if (!opts.output) throw new DrError('-o/--output: an output folder is required');
   if (!opts.type) throw new DrError('--type: give the degradations, e.g. --type noise:50,jpeg:10 (see dr degrade --help)');
   const steps = parseSpec(opts.type);
@@ -46,7 +47,9 @@ async function run(inputs: string[], opts: DegradeOptions): Promise<void> {
   const files = listImages(inputs);
   const outDir = opts.output;
 
-  // Plan every output first: a name clash or an existing file stops the run before any work.
+  // Plan every output first: a name clash, an input in the way or an existing file stops the run before any work.
+  const inputFiles = new Inputs(files);
+  checkOutputFolder(outDir, 'folder', inputFiles);
   const seen = new Map<string, string>();
   const plan = files.map((file) => {
     const stem = path.parse(file).name;
@@ -55,33 +58,40 @@ async function run(inputs: string[], opts: DegradeOptions): Promise<void> {
     seen.set(stem, file);
     const image = path.join(outDir, `${stem}.png`);
     const recipe = path.join(outDir, `${stem}.json`);
-    checkWritable(image, !!opts.force);
-    checkWritable(recipe, !!opts.force);
+    checkOutputFile(image, inputFiles, !!opts.force);
+    checkOutputFile(recipe, inputFiles, !!opts.force);
     return { file, image, recipe };
   });
-  ensureDir(outDir);
 
   const bar = new Progress('degrading', plan.length, { unit: 'images', minTotal: 4 });
+  const batch = new Batch('written');
   for (const p of plan) {
-    const src = await loadRgb(p.file);
-    const { image, steps: resolved } = await degrade(src, steps, seed, path.basename(p.file));
-    const png = await sharp(Buffer.from(image.data.buffer, image.data.byteOffset, image.data.length), {
-      raw: { width: image.width, height: image.height, channels: 3 },
-    }).png().toBuffer();
-    const recipe = {
-      source: path.resolve(p.file),
-      output: path.basename(p.image),
-      spec: opts.type,
-      seed,
-      stream: `${path.basename(p.file)}#k for step k`,
-      steps: resolved,
-      size_wh: [image.width, image.height],
-      tool: 'dr degrade 0.1.0',
-    };
-    writeAtomic(p.image, png);
-    writeAtomic(p.recipe, `${JSON.stringify(recipe, null, 2)}\n`);
+    if (await batch.item(p.file, () => degradeOne(p, steps, seed, opts.type!))) batch.done++;
     bar.tick();
   }
   bar.stop();
-  process.stderr.write(`dr: wrote ${plan.length} image${plan.length === 1 ? '' : 's'} and recipes to ${outDir}\n`);
+  if (batch.done && !batch.errors.length) process.stderr.write(`dr: wrote ${batch.done} image${batch.done === 1 ? '' : 's'} and recipes to ${outDir}\n`);
+  return batch.finish(plan.length);
+}
+
+/** One input: its degraded PNG and its recipe, each written atomically. */
+async function degradeOne(p: { file: string; image: string; recipe: string }, steps: ReturnType<typeof parseSpec>, seed: number, spec: string): Promise<true> {
+  const src = await loadRgb(p.file);
+  const { image, steps: resolved } = await degrade(src, steps, seed, path.basename(p.file));
+  const png = await sharp(Buffer.from(image.data.buffer, image.data.byteOffset, image.data.length), {
+    raw: { width: image.width, height: image.height, channels: 3 },
+  }).png().toBuffer();
+  const recipe = {
+    source: path.resolve(p.file),
+    output: path.basename(p.image),
+    spec,
+    seed,
+    stream: `${path.basename(p.file)}#k for step k`,
+    steps: resolved,
+    size_wh: [image.width, image.height],
+    tool: 'dr degrade 0.1.0',
+  };
+  writeAtomic(p.image, png);
+  writeAtomic(p.recipe, `${JSON.stringify(recipe, null, 2)}\n`);
+  return true;
 }

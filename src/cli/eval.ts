@@ -11,7 +11,8 @@ import { frechetDistance, type FeatureSet } from '../graph/metrics/frechet.js';
 import { createFidModel, createMetrics, SET_METRIC_NAMES, isNoReference, metricAvailable, METRIC_NAMES, type Metric, type MetricOptions } from '../graph/metrics/registry.js';
 import { listImages, loadRgb, type RgbImage } from '../image/load.js';
 import { resizeBicubicU8 } from '../image/resize.js';
-import { checkWritable, writeAtomic } from '../atomic.js';
+import { checkOutputFile, Inputs, writeAtomic } from '../atomic.js';
+import { Batch } from './batch.js';
 import { Progress } from './progress.js';
 import { runCommand } from './run.js';
 
@@ -128,7 +129,6 @@ async function evaluate(opts: EvalOptions): Promise<number> {
   if (net !== 'alex' && net !== 'vgg') throw new DrError(`--net: expected alex or vgg, got "${opts.net}"`);
   const mopts: MetricOptions = { color, net, weightsDir: opts.weights };
   if (opts.json && opts.csv) throw new DrError('--json and --csv: choose one');
-  if (opts.report) checkWritable(opts.report, !!opts.force);
 
   let names: string[];
   if (opts.metric) {
@@ -142,39 +142,57 @@ async function evaluate(opts: EvalOptions): Promise<number> {
     names = METRIC_NAMES.filter((n) => (opts.ref || isNoReference(n)) && metricAvailable(n, mopts));
   }
 
-  const { rows, missing } = pairUp(opts.ref, dists);
+  const { rows: paired, missing } = pairUp(opts.ref, dists);
+  if (opts.report) checkOutputFile(opts.report, new Inputs(listImages([...(opts.ref ? [opts.ref] : []), ...dists.map((f) => f.dir)])), !!opts.force);
   if (!opts.json) for (const m of missing) process.stderr.write(`dr: ${m}\n`);
 
   const e = await Engine.create();
   const metrics = createMetrics(e, names, mopts);
   /** PNG data URIs for --report: the reference (key "") and each folder's image, per row. */
   const pictures: Record<string, string>[] = [];
-  const bar = new Progress('evaluating', rows.length * dists.length, { unit: 'images', minTotal: 2 });
-  for (const row of rows) {
-    const refImg = row.ref ? await loadRgb(row.ref) : undefined;
-    const ref = refImg ? uploadImage(e, refImg) : undefined;
-    const pics: Record<string, string> = refImg && opts.report ? { '': await dataUri(refImg) } : {};
-    for (const f of dists) {
-      const file = row.files[f.name];
-      let distImg = await loadRgb(file);
-      if (refImg && (refImg.width !== distImg.width || refImg.height !== distImg.height)) {
-        if (!opts.resize) {
-          throw new DrError(`${file}: ${distImg.width}x${distImg.height}, but its reference ${row.ref} is ${refImg.width}x${refImg.height} (use --resize to resize it to the reference)`);
+  const bar = new Progress('evaluating', paired.length * dists.length, { unit: 'images', minTotal: 2 });
+  // A row that cannot be scored in every folder is left out of all (means stay over the same images).
+  const batch = new Batch('scored', opts.json);
+  const rows: Row[] = [];
+  for (const row of paired) {
+    const pics = await batch.item(row.image, async () => {
+      const refImg = row.ref ? await loadRgb(row.ref) : undefined;
+      const ref = refImg ? uploadImage(e, refImg) : undefined;
+      try {
+        const pics: Record<string, string> = refImg && opts.report ? { '': await dataUri(refImg) } : {};
+        for (const f of dists) {
+          const file = row.files[f.name];
+          let distImg = await loadRgb(file);
+          if (refImg && (refImg.width !== distImg.width || refImg.height !== distImg.height)) {
+            if (!opts.resize) {
+              throw new DrError(`${file}: ${distImg.width}x${distImg.height}, but its reference ${row.ref} is ${refImg.width}x${refImg.height} (use --resize to resize it to the reference)`);
+            }
+            distImg = resizeBicubicU8(distImg, refImg.width, refImg.height);
+          }
+          const dist = uploadImage(e, distImg);
+          const scores: Record<string, number> = {};
+          try {
+            for (const m of metrics) scores[m.name] = await m.run(e, { ref, dist, distImage: distImg, distFile: file });
+          } finally {
+            e.release(dist);
+          }
+          row.scores[f.name] = scores;
+          if (opts.report) pics[f.name] = await dataUri(distImg);
+          bar.tick();
         }
-        distImg = resizeBicubicU8(distImg, refImg.width, refImg.height);
+        return pics;
+      } finally {
+        if (ref) e.release(ref);
       }
-      const dist = uploadImage(e, distImg);
-      const scores: Record<string, number> = {};
-      for (const m of metrics) scores[m.name] = await m.run(e, { ref, dist, distImage: distImg, distFile: file });
-      e.release(dist);
-      row.scores[f.name] = scores;
-      if (opts.report) pics[f.name] = await dataUri(distImg);
-      bar.tick();
-    }
-    if (ref) e.release(ref);
+    });
+    if (!pics) continue;
+    batch.done++;
+    rows.push(row);
     pictures.push(pics);
   }
   bar.stop();
+  missing.push(...batch.errors.map((x) => x.error));
+  if (rows.length === 0) return batch.finish(paired.length);
 
   const mean: Record<string, Record<string, number>> = {};
   for (const f of dists) mean[f.name] = Object.fromEntries(metrics.map((m) => [m.name, rows.reduce((s, r) => s + r.scores[f.name][m.name], 0) / rows.length]));
@@ -193,7 +211,7 @@ async function evaluate(opts: EvalOptions): Promise<number> {
     process.stdout.write(table(rows, dists, metrics, mean));
   }
   if (opts.report) writeAtomic(opts.report, report(opts.ref, rows, pictures, dists, metrics, mean, missing));
-  return missing.length ? 1 : 0;
+  return batch.finish(paired.length) || (missing.length ? 1 : 0);
 }
 
 const describe = (o: MetricOptions) => (m: Metric) => ({

@@ -1,6 +1,7 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { Command } from 'commander';
+import { checkOutputFile, Inputs } from '../atomic.js';
 import { DrError } from '../errors.js';
 import { Engine } from '../engine/engine.js';
 import { ConfigFile } from '../graph/config.js';
@@ -62,7 +63,7 @@ Example:
 async function forward(opts: ForwardOptions): Promise<void> {
   const dir = modelDir(opts.model, '--model');
   const out = path.resolve(opts.out!);
-  if (fs.existsSync(out) && !opts.force) throw new DrError(`${opts.out}: already exists (use --force to overwrite)`);
+  checkOutputFile(opts.out!, new Inputs([opts.inputs!, dir]), !!opts.force);
   const kind = modelKind(dir);
   const inputs = SafetensorsFile.open(opts.inputs!);
   try {

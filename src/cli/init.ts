@@ -1,6 +1,7 @@
 import { Command } from 'commander';
 import fs from 'node:fs';
 import path from 'node:path';
+import { checkOutputFolder, Inputs } from '../atomic.js';
 import { DrError } from '../errors.js';
 import { initDiffRestorer } from '../graph/diffrestorer/init.js';
 import { modelDir, sdModel } from './models.js';
@@ -50,6 +51,8 @@ async function init(opts: InitCliOptions): Promise<void> {
   const sd = sdModel(opts.sd, '--sd');
   const clip = modelDir(opts.clip, '--clip');
   const out = path.resolve(opts.output);
+  // Before minutes of copying weights: not over its own base models, in a folder it may write.
+  checkOutputFolder(opts.output, 'tree', new Inputs([sd, clip]));
   initDiffRestorer({
     // A folder is recorded by absolute path (the checkpoint may move); a repo id as given.
     sd, clip, sdSpec: specOf(opts.sd!, sd), clipSpec: specOf(opts.clip!, clip), out, seed, controlChannels,

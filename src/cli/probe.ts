@@ -6,6 +6,7 @@ import { loadClipPixelValues, readClipImageConfig } from '../graph/clip/preproce
 import { ClipTokenizer } from '../graph/clip/tokenizer.js';
 import { listImages } from '../image/load.js';
 import { loadClip, modelDir } from './models.js';
+import { Batch } from './batch.js';
 import { Progress } from './progress.js';
 import { numberOption, precisionOption, runCommand } from './run.js';
 
@@ -53,7 +54,7 @@ async function probe(inputs: string[], opts: ProbeOptions): Promise<number> {
   const S = scaleOpt ?? model.logitScale;
   const prober = new DegradationProbe(e, model, tokenizer, texts);
   const results: { image: string; scores: ProbeScore[] }[] = [];
-  const errors: { image: string; error: string }[] = [];
+  const failed = new Batch('scored', opts.json);
   const bar = new Progress('probing', files.length, { unit: 'images', minTotal: 16 });
   const size = model.imageSize;
 
@@ -61,30 +62,27 @@ async function probe(inputs: string[], opts: ProbeOptions): Promise<number> {
     const chunk = files.slice(start, start + batch);
     const loaded: { image: string; pixels: Float32Array }[] = [];
     for (const image of chunk) {
-      try {
-        loaded.push({ image, pixels: await loadClipPixelValues(image, imageConfig) });
-      } catch (err) {
-        if (!(err instanceof DrError)) throw err;
-        errors.push({ image, error: err.message });
-        if (!opts.json) process.stderr.write(`dr: ${err.message}\n`);
-      }
+      const pixels = await failed.item(image, () => loadClipPixelValues(image, imageConfig));
+      if (pixels) loaded.push({ image, pixels });
     }
     if (loaded.length) {
       const pixels = new Float32Array(loaded.length * 3 * size * size);
       loaded.forEach((l, i) => pixels.set(l.pixels, i * l.pixels.length));
       const scores = await e.tidy(() => prober.score(e.upload(pixels, [loaded.length, 3, size, size]), S));
       loaded.forEach((l, i) => results.push({ image: l.image, scores: scores[i] }));
+      failed.done += loaded.length;
     }
     bar.tick(chunk.length);
   }
   bar.stop();
 
   if (opts.json) {
+    const errors = failed.errors.map((x) => ({ image: x.input, error: x.error }));
     process.stdout.write(`${JSON.stringify({ model: dir, texts, scale: S, results, errors }, null, 2)}\n`);
   } else {
     for (const r of results) process.stdout.write(formatTable(r.image, r.scores));
   }
-  return errors.length ? 1 : 0;
+  return failed.finish(files.length);
 }
 
 function formatTable(image: string, scores: ProbeScore[]): string {

@@ -1,5 +1,6 @@
 import { Command } from 'commander';
 import fs from 'node:fs';
+import path from 'node:path';
 import { DrError } from '../errors.js';
 import { Engine } from '../engine/engine.js';
 import { autoPrecision } from '../engine/kernels.js';
@@ -12,7 +13,9 @@ import type { Precision } from '../graph/module.js';
 import { CLEAN_TEXT, TrainingFreeRestorer } from '../graph/training_free.js';
 import type { RgbImage } from '../image/load.js';
 import { listImages } from '../image/load.js';
-import { checkImage, loadImage, outputPathFor, saveImage, type LoadedImage } from '../image/restore_io.js';
+import { checkImage, loadImage, outputPathFor, RESTORED_SUFFIX, saveImage, type LoadedImage } from '../image/restore_io.js';
+import { checkOutputFile, Inputs } from '../atomic.js';
+import { Batch } from './batch.js';
 import { modelDir, sdModel } from './models.js';
 import { Progress } from './progress.js';
 import { numberOption, precisionOption, runCommand } from './run.js';
@@ -208,12 +211,20 @@ interface ImageResult {
 async function restore(inputs: string[], opts: RestoreCliOptions): Promise<number> {
   const s = parseSettings(opts, !!opts.model);
   if (opts.force && opts.skipExisting) throw new DrError('--force and --skip-existing contradict each other; choose one');
-  const files = listImages(inputs);
+  const listed = listImages(inputs);
+  // Without -o the outputs are NAME_restored.EXT beside the inputs: never inputs themselves,
+  // so a rerun (--skip-existing) restores nothing twice.
+  const files = opts.output === undefined ? listed.filter((f) => !path.parse(f).name.endsWith(RESTORED_SUFFIX)) : listed;
+  if (files.length === 0) throw new DrError(`${listed[0]}: named *${RESTORED_SUFFIX}, an output of dr restore without -o; give -o to restore it again`);
+  if (files.length < listed.length && !opts.json) process.stderr.write(`leaving out ${listed.length - files.length} images named *${RESTORED_SUFFIX} (outputs of dr restore)\n`);
   const jobs = files.map((input) => ({ input, output: outputPathFor(input, opts.output, files.length > 1) }));
+  // Every output checked before minutes of model loading: not an input, not a folder, in a writable folder.
+  const inputFiles = new Inputs(files);
   const outputs = new Set<string>();
   for (const j of jobs) {
     if (outputs.has(j.output)) throw new DrError(`${j.output}: two inputs would be written here (same name); restore them separately`);
     outputs.add(j.output);
+    checkOutputFile(j.output, inputFiles);
   }
   const existing = jobs.filter((j) => fs.existsSync(j.output));
   if (existing.length && !opts.force && !opts.skipExisting) {
@@ -222,29 +233,23 @@ async function restore(inputs: string[], opts: RestoreCliOptions): Promise<numbe
   if (opts.skipExisting && existing.length && !opts.json) process.stderr.write(`skipping ${existing.length} images whose output exists\n`);
 
   // Unreadable inputs are reported before minutes of model loading; the others still run.
-  const errors: { input: string; error: string }[] = [];
+  const batch = new Batch('written', opts.json);
   const todo: typeof jobs = [];
   for (const job of opts.skipExisting ? jobs.filter((j) => !existing.includes(j)) : jobs) {
-    try {
-      await checkImage(job.input);
-      todo.push(job);
-    } catch (err) {
-      if (!(err instanceof DrError)) throw err;
-      errors.push({ input: job.input, error: err.message });
-      if (!opts.json) process.stderr.write(`dr: ${err.message}\n`);
-    }
+    if (await batch.item(job.input, () => checkImage(job.input))) todo.push(job);
   }
   const results: ImageResult[] = [];
   // The precision actually run (auto resolves once the adapter is known).
-  const precision = todo.length ? await restoreAll(todo, opts, s, results, errors) : s.precision;
+  const precision = todo.length ? await restoreAll(todo, opts, s, results, batch) : s.precision;
+  const errors = batch.errors;
   if (opts.json) {
     const mode = opts.model ? 'diff-restorer' : 'training-free';
     process.stdout.write(`${JSON.stringify({ mode, settings: { ...s, precision }, results, errors, skipped: opts.skipExisting ? existing.map((j) => j.input) : [] }, null, 2)}\n`);
   }
-  return errors.length ? 1 : 0;
+  return batch.finish(jobs.length, opts.skipExisting && existing.length ? `, ${existing.length} skipped (output exists)` : '');
 }
 
-async function restoreAll(todo: { input: string; output: string }[], opts: RestoreCliOptions, s: Settings, results: ImageResult[], errors: { input: string; error: string }[]): Promise<Precision> {
+async function restoreAll(todo: { input: string; output: string }[], opts: RestoreCliOptions, s: Settings, results: ImageResult[], batch: Batch): Promise<Precision> {
   // Like the progress bars: shown on a terminal only, so scripts see results and errors alone.
   const say = (part: string) => process.stderr.isTTY && !opts.json && process.stderr.write(`loading ${part}\n`);
   const e = await Engine.create();
@@ -252,33 +257,31 @@ async function restoreAll(todo: { input: string; output: string }[], opts: Resto
   const restorer = loadRestorer(e, opts, { ...s, precision }, say);
   for (const [n, job] of todo.entries()) {
     const started = performance.now();
-    let img: LoadedImage;
-    try {
-      img = await loadImage(job.input);
-      checkSize(job.input, img, restorer.multiple);
-    } catch (err) {
-      if (!(err instanceof DrError)) throw err;
-      errors.push({ input: job.input, error: err.message });
-      if (!opts.json) process.stderr.write(`dr: ${err.message}\n`);
-      continue;
-    }
     // Made at the first step, when the mode has said how many steps it runs (img2img runs fewer).
     let bar: Progress | undefined;
     const onStep = (_: number, total: number) => {
       bar ??= new Progress(`[${n + 1}/${todo.length}] ${job.input}`, total, { unit: 'steps' });
       bar.tick();
     };
-    let restored: Float32Array;
-    let scores: Score[];
-    let phases: Record<string, number>;
-    try {
-      ({ restored, scores, phases } = await restoreOne(e, restorer, img, s.colorFix, onStep));
-    } catch (err) {
-      throw outOfMemoryHint(job.input, err);
-    } finally {
-      bar?.stop();
-    }
-    await saveImage(job.output, { width: img.width, height: img.height, rgb: restored, alpha: img.alpha }, { bitDepth: img.bitDepth, force: opts.force });
+    const done = await batch.item(job.input, async () => {
+      const img = await loadImage(job.input);
+      checkSize(job.input, img, restorer.multiple);
+      let restored: Float32Array;
+      let scores: Score[];
+      let phases: Record<string, number>;
+      try {
+        ({ restored, scores, phases } = await restoreOne(e, restorer, img, s.colorFix, onStep));
+      } catch (err) {
+        throw outOfMemoryHint(job.input, err);
+      } finally {
+        bar?.stop();
+      }
+      await saveImage(job.output, { width: img.width, height: img.height, rgb: restored, alpha: img.alpha }, { bitDepth: img.bitDepth, force: opts.force });
+      return { img, scores, phases };
+    });
+    if (!done) continue;
+    const { img, scores, phases } = done;
+    batch.done++;
     const detected = scores.filter((d) => d.probability >= s.threshold).sort((a, b) => b.probability - a.probability);
     const r: ImageResult = {
       ...job, width: img.width, height: img.height, seconds: (performance.now() - started) / 1000,

@@ -1,4 +1,6 @@
+import { dropLiveTemps } from '../atomic.js';
 import { DrError } from '../errors.js';
+import { Progress } from './progress.js';
 
 /**
  * Runs a command body: user errors print one line and exit 1; anything else is a
@@ -11,6 +13,7 @@ export async function runCommand(body: () => Promise<number | void>): Promise<ne
     if (err.code === 'EPIPE') process.exit(0);
     throw err;
   });
+  for (const signal of ['SIGINT', 'SIGTERM'] as const) process.once(signal, () => interrupted(signal));
   let code = 0;
   try {
     code = (await body()) ?? 0;
@@ -29,6 +32,17 @@ export async function runCommand(body: () => Promise<number | void>): Promise<ne
   // Let stdout drain before exiting (large --json output to a pipe).
   await new Promise<void>((resolve) => (process.stdout.writableNeedDrain ? process.stdout.once('drain', resolve) : resolve()));
   process.exit(code);
+}
+
+/**
+ * Ctrl-C or a kill: the terminal gets its cursor and line wrapping back, the output being
+ * written is removed (finished ones stay), and the exit status is the shell's 128 + signal.
+ */
+function interrupted(signal: 'SIGINT' | 'SIGTERM'): never {
+  Progress.stopAll();
+  dropLiveTemps();
+  process.stderr.write('dr: interrupted\n');
+  process.exit(signal === 'SIGINT' ? 130 : 143);
 }
 
 /** Parses a number option, naming the option in the error. */
