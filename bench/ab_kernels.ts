@@ -1,22 +1,54 @@
 // A/B of the two kernel paths (src/engine/kernels.ts) through the ops themselves, alternating in
 // one process so that other load on the machine hits both alike:
-//   node dist/bench/ab_kernels.js [--rounds 3] [--quick]
-// Linear products x[M, K] · W[N, K]ᵀ with W a weight (its texture made once, as in a model); each
-// call on the CPU path includes copying x into a texture. Prints wall-clock GFLOP/s (GPU
+//   node dist/bench/ab_kernels.js [matmul] [conv] [--rounds 3] [--quick]
+// Linear products x[M, K] · W[N, K]ᵀ and SD-sized 3×3 convolutions (padding 1), with W a weight
+// (its texture made once, as in a model); each call on the CPU path includes copying the
+// activation into a texture. Prints wall-clock GFLOP/s (GPU
 // timestamps, which are the CPU clock on lavapipe) and CPU-normalised GFLOP/s: FLOP ÷ (process
 // CPU seconds ÷ cores), which holds steady when other jobs take cores away.
 import os from 'node:os';
 import { Engine } from '../src/engine/engine.js';
 import { chooseKernels, adapterTraits, type KernelPath } from '../src/engine/kernels.js';
 import { matmul } from '../src/engine/ops/matmul.js';
+import { conv2d } from '../src/engine/ops/conv2d.js';
+import type { Tensor } from '../src/engine/tensor.js';
 import { adapterInfo, fmt, measure, rand } from './timing.js';
 
 const args = process.argv.slice(2);
 const roundsAt = args.indexOf('--rounds');
 const rounds = roundsAt >= 0 ? Number(args[roundsAt + 1]) : 3;
-const SIZES: [number, number, number][] = args.includes('--quick')
-  ? [[256, 320, 320]]
+const quick = args.includes('--quick');
+const ops = args.filter((a) => a === 'matmul' || a === 'conv');
+const MATMULS: [number, number, number][] = quick ? [[256, 320, 320]]
   : [[1024, 1024, 1024], [256, 320, 320], [4096, 320, 320], [257, 1024, 4096]];
+// [channels in, side, channels out]: SD 1.5 UNet levels at 16×16 latents (128² images), and a 128-channel level at 64².
+const CONVS: [number, number, number][] = quick ? [[320, 16, 320]]
+  : [[320, 16, 320], [640, 8, 640], [1280, 4, 1280], [128, 64, 128]];
+
+interface Case {
+  name: string;
+  flops: number;
+  step: () => Tensor;
+}
+
+function cases(e: Engine): Case[] {
+  const out: Case[] = [];
+  if (!ops.length || ops.includes('matmul')) {
+    for (const [M, K, N] of MATMULS) {
+      const x = e.keep(e.upload(rand(M * K, 1), [M, K]));
+      const w = e.createWeight(new Uint8Array(rand(N * K, 2, 0.05).buffer), [N, K], 'f32');
+      out.push({ name: `linear ${M}×${K}×${N}`, flops: 2 * M * N * K, step: () => matmul(e, x, w, { transB: true }) });
+    }
+  }
+  if (!ops.length || ops.includes('conv')) {
+    for (const [Cin, S, Cout] of CONVS) {
+      const x = e.keep(e.upload(rand(Cin * S * S, 3), [1, Cin, S, S]));
+      const w = e.createWeight(new Uint8Array(rand(Cout * Cin * 9, 4, 0.05).buffer), [Cout, Cin, 3, 3], 'f32');
+      out.push({ name: `conv ${Cin}→${Cout} 3×3 @${S}²`, flops: 2 * Cout * Cin * 9 * S * S, step: () => conv2d(e, x, w, { padding: 1 }) });
+    }
+  }
+  return out;
+}
 
 async function main(): Promise<void> {
   const e = await Engine.create();
@@ -25,11 +57,7 @@ async function main(): Promise<void> {
   const cores = os.cpus().length;
   const a = adapterInfo(e);
   console.log(`adapter ${a.name} (${a.description}); ${cores} cores; load average ${os.loadavg().map((l) => l.toFixed(1)).join(' ')}`);
-  for (const [M, K, N] of SIZES) {
-    const x = e.keep(e.upload(rand(M * K, 1), [M, K]));
-    const w = e.createWeight(new Uint8Array(rand(N * K, 2, 0.05).buffer), [N, K], 'f32');
-    const flops = 2 * M * N * K;
-    const step = () => matmul(e, x, w, { transB: true });
+  for (const { name, flops, step } of cases(e)) {
     const outs: Float32Array[] = [];
     for (const p of paths) {
       e.kernels = chooseKernels(traits, p);
@@ -55,7 +83,7 @@ async function main(): Promise<void> {
       }
     }
     const ratio = (m: Map<KernelPath, number>) => `×${fmt(m.get('cpu')! / m.get('gpu')!, 2)}`;
-    console.log(`${M}×${K}×${N}`.padEnd(16) +
+    console.log(name.padEnd(26) +
       paths.map((p) => `${p} ${fmt(wall.get(p), 1)} (${fmt(cpu.get(p), 1)} cpu-norm)`).join('  ') +
       `  cpu/gpu ${ratio(wall)} (${ratio(cpu)})  max|diff|/max ${(err / scale).toExponential(1)}`);
   }

@@ -1,6 +1,7 @@
 // Textures for the CPU-adapter kernels (kernels.ts): rgba32float, a texel holds 4 consecutive
 // values of a row. Activations get pooled textures per call; a weight's texture is made once and
 // lives as long as the weight tensor.
+import type { Engine } from './engine.js';
 import type { Tensor } from './tensor.js';
 
 // A function: GPUTextureUsage exists only once device.ts has installed the WebGPU globals.
@@ -65,14 +66,18 @@ function heightClass(rows: number): number {
 // (the optimizer step) drops it.
 const weightTextures = new WeakMap<Tensor, Map<string, GPUTexture>>();
 
-/** The texture of weight `w` in a layout (`layout` names how `fill` arranges it), made once. */
-export function weightTexture(device: GPUDevice, w: Tensor, layout: string, width: number, rows: number, fill: (t: GPUTexture) => void): GPUTexture {
+/**
+ * The texture of weight `w` in a layout (`layout` names how `fill` arranges it), made once and
+ * counted with the weights' bytes (on this path a weight is held twice: buffer and texture).
+ */
+export function weightTexture(e: Engine, w: Tensor, layout: string, width: number, rows: number, fill: (t: GPUTexture) => void): GPUTexture {
   const key = w.base ?? w;
   let byLayout = weightTextures.get(key);
   if (!byLayout) weightTextures.set(key, (byLayout = new Map()));
   let t = byLayout.get(layout);
   if (t) return t;
-  t = device.createTexture({ size: [width, rows], format: 'rgba32float', usage: usage(), label: `weight ${w} ${layout}` });
+  t = e.device.createTexture({ size: [width, rows], format: 'rgba32float', usage: usage(), label: `weight ${w} ${layout}` });
+  e.pool.countWeight(width * rows * 16);
   fill(t);
   byLayout.set(layout, t);
   return t;

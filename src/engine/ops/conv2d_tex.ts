@@ -34,7 +34,7 @@ export function textureConv(e: Engine, x: Tensor, w: Tensor, y: Tensor, c: Textu
   // Weight rows: one segment of Cin channels per tap (W[co, ci, tap] at co·Cin·taps + ci·taps + tap).
   const wView = { rows: Cout, rowsPerItem: Cout, segs: taps, segCols: Cin, base: 0, sItem: 0, sRow: Cin * taps, sSeg: 1, sK: taps };
   const isWeight = !(w.base ?? w).pooled;
-  const wt = isWeight ? weightTexture(e.device, w, 'conv', taps * cin4, Cout, (t) => toTexture(e, w, t, wView))
+  const wt = isWeight ? weightTexture(e, w, 'conv', taps * cin4, Cout, (t) => toTexture(e, w, t, wView))
     : e.texturePool.acquire(taps * cin4, Cout);
   if (!isWeight) toTexture(e, w, wt, wView);
   const perBlock = Math.max(1, Math.floor(max / H));

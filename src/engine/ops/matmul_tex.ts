@@ -43,7 +43,7 @@ export function textureGemm(e: Engine, a: Tensor, b: Tensor, c: Tensor, g: Textu
   if (shared) {
     const isWeight = !(b.base ?? b).pooled;
     const fill = (t: GPUTexture) => toTexture(e, b, t, bView(N, 0), transB);
-    if (isWeight) wShared = weightTexture(e.device, b, transB ? 'nk' : 'kn', width, N, fill);
+    if (isWeight) wShared = weightTexture(e, b, transB ? 'nk' : 'kn', width, N, fill);
     else fill((wShared = wPooled = e.texturePool.acquire(width, N)));
   }
   const mRows = Math.min(M, max);
