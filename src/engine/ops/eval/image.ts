@@ -1,9 +1,7 @@
 import type { Engine } from '../../engine.js';
 import type { Tensor } from '../../tensor.js';
 import { assertShape, elementwiseGrid } from '../common.js';
-import { concat, slice } from '../copy.js';
-import { add, div, mean, mul, sub } from '../elementwise.js';
-import { l2Normalize } from '../norms.js';
+import { add, mean, mul, rsqrt, scale, sqrt, sub } from '../elementwise.js';
 import { crop } from './tiles.js';
 
 /** PyTorch F.pad(x, (left, right, top, bottom), mode='reflect') of [B, C, H, W]. */
@@ -53,20 +51,18 @@ export function waveletColorFix(e: Engine, restored: Tensor, reference: Tensor, 
 const ADAIN_EPS = 1e-5;
 
 /**
- * Per channel of [B, C, H, W]: x − μ and √eps/σ ([B, C, 1]), with σ² = unbiased variance
- * + eps as StableSR's calc_mean_std. The engine has no sqrt op, but l2Normalize takes a
- * norm: ‖[x − μ, √((N−1)·eps)]‖ = √(N−1)·σ, so the appended element comes out as √eps/σ.
+ * Per channel of [B, C, H, W]: x − μ, μ and σ² ([B, C, 1]), with σ² = unbiased variance + eps
+ * as StableSR's calc_mean_std.
  */
-function centredAndInvStd(e: Engine, x: Tensor): { centred: Tensor; invStd: Tensor; mu: Tensor } {
+function centredAndVariance(e: Engine, x: Tensor): { centred: Tensor; variance: Tensor; mu: Tensor } {
   const [B, C, H, W] = x.shape;
   const N = H * W;
   assertShape('adainColorFix', N > 1, `${x}: the unbiased variance needs at least 2 pixels`);
   const flat = x.reshape([B, C, N]);
   const mu = mean(e, flat, 2).reshape([B, C, 1]);
   const centred = sub(e, flat, mu);
-  const extra = e.upload(new Float32Array(B * C).fill(Math.sqrt((N - 1) * ADAIN_EPS)), [B, C, 1]);
-  const invStd = slice(e, l2Normalize(e, concat(e, [centred, extra], 2)), 2, N, N + 1);
-  return { centred, invStd, mu };
+  const variance = scale(e, mean(e, mul(e, centred, centred), 2), N / (N - 1), ADAIN_EPS).reshape([B, C, 1]);
+  return { centred, variance, mu };
 }
 
 /**
@@ -77,9 +73,8 @@ export function adainColorFix(e: Engine, restored: Tensor, reference: Tensor): T
   assertShape('adainColorFix', restored.shape.length === 4 && reference.shape.length === 4
     && restored.shape[0] === reference.shape[0] && restored.shape[1] === reference.shape[1], `${restored} vs reference ${reference}`);
   return e.tidy(() => {
-    const x = centredAndInvStd(e, restored);
-    const r = centredAndInvStd(e, reference);
-    // σr/σx = (√eps/σx) / (√eps/σr)
-    return add(e, mul(e, x.centred, div(e, x.invStd, r.invStd)), r.mu).reshape(restored.shape);
+    const x = centredAndVariance(e, restored);
+    const r = centredAndVariance(e, reference);
+    return add(e, mul(e, x.centred, mul(e, rsqrt(e, x.variance), sqrt(e, r.variance))), r.mu).reshape(restored.shape);
   });
 }
