@@ -164,7 +164,7 @@ function runner(e: Engine, id: MetricId, weightsDir: string, images: { ref: RgbI
   return async () => {
     const ref = metric.kind === 'fr' ? uploadImage(e, images.ref) : undefined;
     const dist = uploadImage(e, images.dist);
-    await metric.run(e, { ref, dist, distImage: images.dist, distFile: 'distorted.png' });
+    await metric.run(e, { ref, dist, distImage: images.dist });
     if (ref) e.release(ref);
     e.release(dist);
   };

@@ -9,3 +9,15 @@ export class DrError extends Error {
     this.name = 'DrError';
   }
 }
+
+/**
+ * A metric has no value for this input by its own definition (NIQE of an image with fewer
+ * than two 96×96 blocks, SSIM of one smaller than its window): `dr eval` reports the image
+ * as unscored and leaves it out of that metric's mean, instead of stopping.
+ */
+export class NoScore extends DrError {
+  constructor(message: string) {
+    super(message);
+    this.name = 'NoScore';
+  }
+}

@@ -194,7 +194,7 @@ describe("pyiqa's own calibration values (TID2013, 4 decimals published)", () =>
       expect(Math.abs((await ssim(e, ref, dist)) - S[i]), `${f} ssim`).toBeLessThanOrEqual(0.5e-4 + 1e-6);
       // The fixture README measured pyiqa itself, run with BasicSR's copy of the pristine model
       // (the one shipped here), within 0.002 of these; we measured ≤ 0.00203 (I03): allow 0.0025.
-      expect(Math.abs(niqe(distImg, f) - N[i]), `${f} niqe`).toBeLessThanOrEqual(2.5e-3);
+      expect(Math.abs(niqe(distImg) - N[i]), `${f} niqe`).toBeLessThanOrEqual(2.5e-3);
       e.release(ref);
       e.release(dist);
     }
@@ -209,7 +209,7 @@ describe('NIQE against pyiqa', () => {
     const img = await loadRgb(path.join(SHARED, 'images/chelsea.png'));
     expectClose(niqeLuma(img), dbg.readF32('y_rounded'), 0, 0);
     let t!: NiqeTrace;
-    const q = niqe(img, 'chelsea.png', (tr) => (t = tr));
+    const q = niqe(img, (tr) => (t = tr));
     // f64 throughout except pyiqa's float32 imresize, which is emulated: measured 0 and ≤1e-12.
     expectClose(t.normalizedScale1, f64('normalized_scale1'), 0, 1e-12);
     expectClose(t.halfScale, f64('half_scale_image'), 0, 1e-9);
@@ -225,12 +225,12 @@ describe('NIQE against pyiqa', () => {
     // measured ≤ 6e-6 (pinv of a 36×36 matrix by Jacobi vs LAPACK SVD; f32 imresize sums)
     for (const [file, v] of Object.entries(VALUES.no_reference as Record<string, { pyiqa_niqe: number }>)) {
       if (INCONSISTENT.has(file)) continue;
-      expect(Math.abs(niqe(await loadRgb(imagePath(file)), file) - v.pyiqa_niqe), file).toBeLessThan(1e-4);
+      expect(Math.abs(niqe(await loadRgb(imagePath(file))) - v.pyiqa_niqe), file).toBeLessThan(1e-4);
     }
   }, 120_000);
 
-  it('an image smaller than one 96×96 block is a clear error', () => {
-    expect(() => niqe({ width: 95, height: 200, data: new Uint8Array(95 * 200 * 3) }, 'tiny.png')).toThrow(/tiny\.png: 95x200 is too small for NIQE/);
+  it('an image smaller than one 96×96 block has no score, and says the real limit', () => {
+    expect(() => niqe({ width: 95, height: 200, data: new Uint8Array(95 * 200 * 3) })).toThrow(/95x200 holds 0 whole 96x96 blocks; NIQE needs 2 \(an image of at least 192x96 or 96x192\)/);
   });
 });
 

@@ -9,6 +9,10 @@ import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { Engine } from '../src/engine/engine.js';
 import { grad } from '../src/engine/autograd.js';
+import { mse } from '../src/engine/ops/losses.js';
+import { Module } from '../src/graph/module.js';
+import { Linear } from '../src/graph/nn.js';
+import { named, trainSteps, type Stage } from '../src/graph/train/stage.js';
 import { Stage1, alphasCumprod } from '../src/graph/train/stage1.js';
 import { readUniPCConfig } from '../src/graph/sd/unipc.js';
 import { SafetensorsFile, writeSafetensors, type TensorToWrite } from '../src/weights/safetensors.js';
@@ -177,6 +181,37 @@ describe('f16 frozen modules (CLIP, UNet, VAE)', () => {
     });
     console.log(`f16 vs f32 frozen modules: loss ${losses[1]} vs ${losses[0]}, worst gradient ${worstF16.toExponential(2)}·max`);
   }, 600_000);
+});
+
+describe('trainSteps', () => {
+  it('a parameter the loss does not reach gets a zero gradient in the dump and is not stepped (torch skips p.grad None, decay included)', async () => {
+    const e = await Engine.create();
+    class Two extends Module {
+      readonly used = this.child('used', new Linear(3, 2));
+      readonly unused = this.child('unused', new Linear(3, 2));
+    }
+    const m = new Two();
+    for (const [k, p] of m.namedParams()) p.value = e.upload(Float32Array.from({ length: p.shape.reduce((a, b) => a * b) }, (_, i) => 0.1 * (i + 1) + k.length), p.shape);
+    const [x, target] = [e.upload(Float32Array.of(1, -2, 3, 0.5, 0, -1), [2, 3]), e.upload(Float32Array.of(0, 1, -1, 2), [2, 2])];
+    const stage: Stage = {
+      params: named('part', m.setTrainable(true).trainableParams()),
+      losses: (e) => {
+        const loss = mse(e, m.used.forward(e, x), target);
+        return { loss, loss_only: loss };
+      },
+      dispose: () => {},
+    };
+    const init = await e.read(m.unused.weight.t);
+    const dump = new Map<string, Float32Array>();
+    const history = await trainSteps(e, stage, { steps: 3, lr: 0.1, weightDecay: 0.5 }, (name, _, data) => dump.set(name, data));
+    expect(history[2]).toBeLessThan(history[0]);
+    expect([...dump.keys()].filter((k) => k.startsWith('step') && k.endsWith('.loss'))).toEqual(['step1.loss', 'step2.loss']);
+    expect(dump.get('loss_only')).toEqual(dump.get('loss'));
+    expect(absMax(dump.get('grad.part.unused.weight')!)).toBe(0);
+    expect(absMax(dump.get('grad.part.used.weight')!)).toBeGreaterThan(0);
+    expect(dump.get('step3.part.unused.weight')).toEqual(init);
+    expect(dump.get('step3.part.used.weight')).not.toEqual(dump.get('step2.part.used.weight'));
+  });
 });
 
 describe('dr train errors', () => {

@@ -7,7 +7,7 @@ import { listImages, loadRgb } from '../image/load.js';
 import { checkOutputFile, checkOutputFolder, Inputs, writeAtomic } from '../atomic.js';
 import { Batch } from './batch.js';
 import { Progress } from './progress.js';
-import { numberOption, runCommand } from './run.js';
+import { runCommand, SEED_RANGE, seedOption } from './run.js';
 
 interface DegradeOptions {
   output?: string;
@@ -22,7 +22,7 @@ export function degradeCommand(): Command {
     .argument('<images...>', 'image files or folders of images')
     .option('-o, --output <dir>', 'output folder (created if missing)')
     .option('-t, --type <list>', 'comma-separated steps applied left to right, e.g. noise:50,jpeg:10 or blur:2,noise:15,jpeg:30')
-    .option('--seed <n>', 'random seed (non-negative integer)', '0')
+    .option('--seed <n>', `random seed (an integer in ${SEED_RANGE})`, '0')
     .option('--force', 'overwrite existing outputs')
     .addHelpText('after', `
 Types (parameters after colons, in this order; all optional):
@@ -43,7 +43,7 @@ async function run(inputs: string[], opts: DegradeOptions): Promise<number> {
   if (!opts.output) throw new DrError('-o/--output: an output folder is required');
   if (!opts.type) throw new DrError('--type: give the degradations, e.g. --type noise:50,jpeg:10 (see dr degrade --help)');
   const steps = parseSpec(opts.type);
-  const seed = numberOption('--seed', opts.seed, (n) => Number.isInteger(n) && n >= 0 && n < 2 ** 32, 'an integer in 0..4294967295')!;
+  const seed = seedOption(opts.seed ?? '0');
   const files = listImages(inputs);
   const outDir = opts.output;
 

@@ -1,7 +1,7 @@
 import path from 'node:path';
 import { Command } from 'commander';
 import sharp from 'sharp';
-import { DrError } from '../errors.js';
+import { DrError, NoScore } from '../errors.js';
 import { Engine } from '../engine/engine.js';
 import { uploadImage } from '../graph/metrics/image.js';
 import type { LpipsNet } from '../graph/metrics/lpips.js';
@@ -40,7 +40,7 @@ export function evalCommand(): Command {
     .option('--net <n>', 'lpips backbone: alex or vgg', 'alex')
     .option('--weights <dir>', 'folder with metric weights (lpips_alex.safetensors, lpips_vgg.safetensors, dists.safetensors, clipiqa_rn50.safetensors, musiq.safetensors, fid_inception.safetensors)')
     .option('--resize', 'resize a distorted image to its reference size (Pillow bicubic) instead of stopping')
-    .option('--json', 'print {"metrics", "ref", "folders": [{"name", "dir"}], "results": [{"image", "ref", "files": {FOLDER: file}, "scores": {FOLDER: {METRIC: value}}}], "mean": {FOLDER: {...}}, "missing"}')
+    .option('--json', 'print {"metrics", "ref", "folders": [{"name", "dir"}], "results": [{"image", "ref", "files": {FOLDER: file}, "scores": {FOLDER: {METRIC: value or null}}}], "mean": {FOLDER: {...}}, "count": {FOLDER: {METRIC: images in the mean}}, "missing", "unscored"}')
     .option('--csv', 'print CSV: image,<metric>... (several folders: image,<folder>/<metric>...); the last row is the mean')
     .option('--report <file>', 'write a self-contained HTML page: reference and every --dist folder side by side with the scores')
     .option('--force', 'overwrite an existing --report file')
@@ -63,11 +63,14 @@ interface Folder {
   dir: string;
 }
 
+/** A metric's value per name; null where the metric defines none for the image (NoScore). */
+type Scores = Record<string, number | null>;
+
 interface Row {
   image: string;
   ref?: string;
   files: Record<string, string>;
-  scores: Record<string, Record<string, number>>;
+  scores: Record<string, Scores>;
 }
 
 function folders(dirs: string[]): Folder[] {
@@ -154,7 +157,10 @@ async function evaluate(opts: EvalOptions): Promise<number> {
   // A row that cannot be scored in every folder is left out of all (means stay over the same images).
   const batch = new Batch('scored', opts.json);
   const rows: Row[] = [];
+  // Images a metric has no value for: reported, and left out of that metric's mean only.
+  const unscored: string[] = [];
   for (const row of paired) {
+    const unscoredBefore = unscored.length;
     const pics = await batch.item(row.image, async () => {
       const refImg = row.ref ? await loadRgb(row.ref) : undefined;
       const ref = refImg ? uploadImage(e, refImg) : undefined;
@@ -170,9 +176,17 @@ async function evaluate(opts: EvalOptions): Promise<number> {
             distImg = resizeBicubicU8(distImg, refImg.width, refImg.height);
           }
           const dist = uploadImage(e, distImg);
-          const scores: Record<string, number> = {};
+          const scores: Scores = {};
           try {
-            for (const m of metrics) scores[m.name] = await m.run(e, { ref, dist, distImage: distImg, distFile: file });
+            for (const m of metrics) {
+              try {
+                scores[m.name] = await m.run(e, { ref, dist, distImage: distImg });
+              } catch (err) {
+                if (!(err instanceof NoScore)) throw err;
+                scores[m.name] = null;
+                unscored.push(`${file}: no ${m.name} score: ${err.message}`);
+              }
+            }
           } finally {
             e.release(dist);
           }
@@ -185,7 +199,10 @@ async function evaluate(opts: EvalOptions): Promise<number> {
         if (ref) e.release(ref);
       }
     });
-    if (!pics) continue;
+    if (!pics) {
+      unscored.length = unscoredBefore; // the row is left out whole
+      continue;
+    }
     batch.done++;
     rows.push(row);
     pictures.push(pics);
@@ -194,24 +211,30 @@ async function evaluate(opts: EvalOptions): Promise<number> {
   missing.push(...batch.errors.map((x) => x.error));
   if (rows.length === 0) return batch.finish(paired.length);
 
-  const mean: Record<string, Record<string, number>> = {};
-  for (const f of dists) mean[f.name] = Object.fromEntries(metrics.map((m) => [m.name, rows.reduce((s, r) => s + r.scores[f.name][m.name], 0) / rows.length]));
+  if (!opts.json) for (const u of unscored) process.stderr.write(`dr: ${u}\n`);
+  const mean: Record<string, Scores> = {};
+  const count: Record<string, Record<string, number>> = {};
+  for (const f of dists) {
+    const values = (m: Metric) => rows.map((r) => r.scores[f.name][m.name]).filter((v): v is number => v !== null);
+    mean[f.name] = Object.fromEntries(metrics.map((m) => [m.name, values(m).length ? values(m).reduce((a, v) => a + v, 0) / values(m).length : null]));
+    count[f.name] = Object.fromEntries(metrics.map((m) => [m.name, values(m).length]));
+  }
   if (opts.json) {
-    const doc = { metrics: metrics.map(describe(mopts)), ref: opts.ref ?? null, folders: dists, results: rows, mean, missing };
+    const doc = { metrics: metrics.map(describe(mopts)), ref: opts.ref ?? null, folders: dists, results: rows, mean, count, missing, unscored };
     process.stdout.write(`${JSON.stringify(doc, null, 2)}\n`);
   } else if (opts.csv) {
     const cols = dists.flatMap((f) => metrics.map((m) => ({ head: dists.length > 1 ? `${f.name}/${m.name}` : m.name, folder: f.name, metric: m.name })));
     const lines = [
       ['image', ...cols.map((c) => c.head)].map(csvCell).join(','),
-      ...rows.map((r) => [csvCell(r.image), ...cols.map((c) => String(r.scores[c.folder][c.metric]))].join(',')),
-      ['mean', ...cols.map((c) => String(mean[c.folder][c.metric]))].join(','),
+      ...rows.map((r) => [csvCell(r.image), ...cols.map((c) => String(r.scores[c.folder][c.metric] ?? ''))].join(',')),
+      ['mean', ...cols.map((c) => String(mean[c.folder][c.metric] ?? ''))].join(','),
     ];
     process.stdout.write(`${lines.join('\n')}\n`);
   } else {
-    process.stdout.write(table(rows, dists, metrics, mean));
+    process.stdout.write(table(rows, dists, metrics, mean, count));
   }
   if (opts.report) writeAtomic(opts.report, report(opts.ref, rows, pictures, dists, metrics, mean, missing));
-  return batch.finish(paired.length) || (missing.length ? 1 : 0);
+  return batch.finish(paired.length) || (missing.length || unscored.length ? 1 : 0);
 }
 
 const describe = (o: MetricOptions) => (m: Metric) => ({
@@ -222,16 +245,20 @@ const describe = (o: MetricOptions) => (m: Metric) => ({
 });
 
 const csvCell = (s: string): string => (/[",\n]/.test(s) ? `"${s.replace(/"/g, '""')}"` : s);
-const fmt = (name: string, v: number): string => (name === 'psnr' || name === 'niqe' ? v.toFixed(4) : v.toFixed(5));
+const fmt = (name: string, v: number | null): string => (v === null ? '—' : name === 'psnr' || name === 'niqe' ? v.toFixed(4) : v.toFixed(5));
 const arrow = (m: Metric): string => (m.higherIsBetter ? '↑' : '↓');
 
-/** A row per image, a column group per folder (a group-name line above when there are several), the means last. */
-function table(rows: Row[], dists: Folder[], metrics: Metric[], mean: Record<string, Record<string, number>>): string {
+/**
+ * A row per image, a column group per folder (a group-name line above when there are several),
+ * the means last, and under them the number of images each mean is over when an image had no score.
+ */
+function table(rows: Row[], dists: Folder[], metrics: Metric[], mean: Record<string, Scores>, count: Record<string, Record<string, number>>): string {
   const head = ['image', ...dists.flatMap(() => metrics.map((m) => `${m.name} ${arrow(m)}`))];
-  const cells = (image: string, s: (f: Folder) => Record<string, number>): string[] => [image, ...dists.flatMap((f) => metrics.map((m) => fmt(m.name, s(f)[m.name])))];
+  const cells = (image: string, s: (f: Folder) => Scores, show = fmt): string[] => [image, ...dists.flatMap((f) => metrics.map((m) => show(m.name, s(f)[m.name])))];
   const body = rows.map((r) => cells(r.image, (f) => r.scores[f.name]));
-  const foot = cells('mean', (f) => mean[f.name]);
-  const all = [head, ...body, foot];
+  const counted = dists.some((f) => metrics.some((m) => count[f.name][m.name] < rows.length));
+  const foot = [cells('mean', (f) => mean[f.name]), ...(counted ? [cells('images', (f) => count[f.name], (_, v) => String(v))] : [])];
+  const all = [head, ...body, ...foot];
   const widths = head.map((_, i) => Math.max(...all.map((r) => [...r[i]].length)));
   const n = metrics.length;
   // widen each group's last column so that the folder name fits over the group
@@ -242,7 +269,7 @@ function table(rows: Row[], dists: Folder[], metrics: Metric[], mean: Record<str
   const line = (r: string[]): string => r.map((c, i) => (i === 0 ? c.padEnd(widths[i]) : c.padStart(widths[i]))).join('  ');
   const rule = widths.map((w) => '-'.repeat(w)).join('  ');
   const groups = dists.length > 1 ? [[' '.repeat(widths[0]), ...dists.map((f, g) => { const span = widths.slice(1 + g * n, 1 + (g + 1) * n).reduce((a, w) => a + w, 2 * (n - 1)); return `${f.name} `.padEnd(span, '-').slice(0, span); })].join('  ')] : [];
-  return `${[...groups, line(head), rule, ...body.map(line), rule, line(foot)].join('\n')}\n`;
+  return `${[...groups, line(head), rule, ...body.map(line), rule, ...foot.map(line)].join('\n')}\n`;
 }
 
 const esc = (s: string): string => s.replace(/[&<>"]/g, (c) => ({ '&': '&amp;', '<': '&lt;', '>': '&gt;', '"': '&quot;' })[c]!);
@@ -253,15 +280,15 @@ async function dataUri(img: RgbImage): Promise<string> {
 }
 
 /** The HTML page: the comparison table (best folder per metric in bold), then each image with every folder's version and scores. */
-function report(ref: string | undefined, rows: Row[], pictures: Record<string, string>[], dists: Folder[], metrics: Metric[], mean: Record<string, Record<string, number>>, missing: string[]): string {
-  const best = (s: (f: Folder) => Record<string, number>, f: Folder, m: Metric): boolean =>
-    dists.length > 1 && s(f)[m.name] === (m.higherIsBetter ? Math.max : Math.min)(...dists.map((g) => s(g)[m.name]));
-  const cells = (s: (f: Folder) => Record<string, number>, tag: string): string =>
+function report(ref: string | undefined, rows: Row[], pictures: Record<string, string>[], dists: Folder[], metrics: Metric[], mean: Record<string, Scores>, missing: string[]): string {
+  const best = (s: (f: Folder) => Scores, f: Folder, m: Metric): boolean =>
+    dists.length > 1 && s(f)[m.name] !== null && s(f)[m.name] === (m.higherIsBetter ? Math.max : Math.min)(...dists.map((g) => s(g)[m.name]).filter((v): v is number => v !== null));
+  const cells = (s: (f: Folder) => Scores, tag: string): string =>
     dists.map((f) => metrics.map((m) => `<${tag}${m === metrics[0] ? ' class="g"' : ''}>${best(s, f, m) ? `<b>${fmt(m.name, s(f)[m.name])}</b>` : fmt(m.name, s(f)[m.name])}</${tag}>`).join('')).join('');
   const groupHead = `<tr><th rowspan="2">image</th>${dists.map((f) => `<th class="g" colspan="${metrics.length}" title="${esc(f.dir)}">${esc(f.name)}</th>`).join('')}</tr>`;
   const metricHead = `<tr>${dists.map(() => metrics.map((m, i) => `<th${i === 0 ? ' class="g"' : ''}>${m.name} ${arrow(m)}</th>`).join('')).join('')}</tr>`;
   const summary = rows.map((r) => `<tr><td>${esc(r.image)}</td>${cells((f) => r.scores[f.name], 'td')}</tr>`).join('');
-  const figure = (src: string, label: string, caption: string, scores?: Record<string, number>): string =>
+  const figure = (src: string, label: string, caption: string, scores?: Scores): string =>
     `<figure><img src="${src}" alt="${esc(label)}"><figcaption><b>${esc(label)}</b> ${esc(caption)}${scores ? `<br>${metrics.map((m) => `${m.name} ${fmt(m.name, scores[m.name])}`).join(' · ')}` : ''}</figcaption></figure>`;
   const cards = rows.map((r, i) => {
     const figs = [r.ref ? figure(pictures[i][''], 'reference', r.ref) : '', ...dists.map((f) => figure(pictures[i][f.name], f.name, r.files[f.name], r.scores[f.name]))];

@@ -5,7 +5,7 @@ import { checkOutputFolder, Inputs } from '../atomic.js';
 import { DrError } from '../errors.js';
 import { initDiffRestorer } from '../graph/diffrestorer/init.js';
 import { modelDir, sdModel } from './models.js';
-import { numberOption, runCommand } from './run.js';
+import { runCommand, SEED_RANGE, seedOption } from './run.js';
 
 interface InitCliOptions {
   sd?: string;
@@ -22,14 +22,19 @@ export function initCommand(): Command {
     .option('--sd <dir|repo|file>', 'Stable Diffusion 1.5 folder or repo id (unet/, vae/, scheduler/ in diffusers layout), or a single-file checkpoint', 'stable-diffusion-v1-5/stable-diffusion-v1-5')
     .option('--clip <dir|repo>', 'CLIP folder or repo id (transformers CLIPModel layout)', 'openai/clip-vit-large-patch14')
     .option('-o, --output <dir>', 'the new checkpoint folder (must not exist, or be empty)')
-    .option('--seed <n>', 'seed of the new layers\' initialisation', '0')
+    .option('--seed <n>', `seed of the new layers' initialisation, an integer in ${SEED_RANGE}`, '0')
     .option('--control-channels <list>', 'control encoder widths per level, comma-separated (design default 64,128,256,256)')
     .option('--json', 'print {"output", "sd", "clip"}')
     .addHelpText('after', `
-The checkpoint has model_index.json (recording --sd and --clip as given), prompt_processor/,
+The checkpoint has model_index.json (recording --sd and --clip, see below), prompt_processor/,
 control/ (the UNet's encoder and mid block copied, zero convolutions at zero) and decoder/ (the
 SD VAE decoder plus degradation-aware blocks that start as the identity). A fresh checkpoint
 therefore restores like plain SD 1.5 + the SD VAE; its new layers are what training learns.
+
+model_index.json records each base model as given: a repo id as a repo id, an absolute path as
+it is, and a relative path (given relative to the current folder) relative to the checkpoint
+folder, e.g. "--sd models/sd15 -o models/dr-fresh" records "../sd15". Copy the checkpoint
+together with relatively named base models, keeping their places, and it still finds them.
 
 Example:
   dr init --sd ~/models/stable-diffusion-v1-5 --clip ~/models/clip-vit-large-patch14 -o dr-fresh
@@ -39,7 +44,7 @@ Example:
 
 async function init(opts: InitCliOptions): Promise<void> {
   if (!opts.output) throw new DrError('-o/--output is required: the folder of the new checkpoint');
-  const seed = numberOption('--seed', opts.seed, (n) => Number.isInteger(n) && n >= 0, 'a non-negative integer')!;
+  const seed = seedOption(opts.seed!);
   let controlChannels: number[] | undefined;
   if (opts.controlChannels !== undefined) {
     controlChannels = opts.controlChannels.split(',').map((s) => Number(s.trim()));
@@ -54,12 +59,19 @@ async function init(opts: InitCliOptions): Promise<void> {
   // Before minutes of copying weights: not over its own base models, in a folder it may write.
   checkOutputFolder(opts.output, 'tree', new Inputs([sd, clip]));
   initDiffRestorer({
-    // A folder is recorded by absolute path (the checkpoint may move); a repo id as given.
-    sd, clip, sdSpec: specOf(opts.sd!, sd), clipSpec: specOf(opts.clip!, clip), out, seed, controlChannels,
+    sd, clip, sdSpec: specOf(opts.sd!, out), clipSpec: specOf(opts.clip!, out), out, seed, controlChannels,
     onProgress: opts.json ? undefined : (part) => process.stderr.write(`writing ${part}\n`),
   });
   if (opts.json) process.stdout.write(`${JSON.stringify({ output: out, sd, clip }, null, 2)}\n`);
   else process.stdout.write(`${out}\n`);
 }
 
-const specOf = (spec: string, resolved: string): string => (fs.existsSync(spec) ? resolved : spec);
+/**
+ * A base model as model_index.json records it: a repo id or an absolute path as given; a relative
+ * path re-expressed relative to the checkpoint folder `out` (what readModelIndex resolves it against).
+ */
+function specOf(spec: string, out: string): string {
+  if (!fs.existsSync(spec) || path.isAbsolute(spec)) return spec;
+  const rel = path.relative(out, path.resolve(spec)).split(path.sep).join('/');
+  return rel.startsWith('../') || rel === '..' ? rel : `./${rel}`;
+}

@@ -18,7 +18,7 @@ import { checkOutputFile, Inputs } from '../atomic.js';
 import { Batch } from './batch.js';
 import { modelDir, sdModel } from './models.js';
 import { Progress } from './progress.js';
-import { numberOption, precisionOption, runCommand } from './run.js';
+import { numberOption, precisionOption, runCommand, SEED_RANGE, seedOption } from './run.js';
 
 interface RestoreCliOptions {
   output?: string;
@@ -58,10 +58,10 @@ export function restoreCommand(): Command {
     .option('--sd <dir|repo|file>', `Stable Diffusion 1.5 folder, repo id or single-file checkpoint (default: the checkpoint's, else ${DEFAULT_SD})`)
     .option('--clip <dir|repo>', `CLIP folder or repo id (default: the checkpoint's, else ${DEFAULT_CLIP})`)
     .option('--controlnet <dir|repo>', `training-free: a tile ControlNet folder or repo id (default ${DEFAULT_CONTROLNET})`)
-    .option('--steps <n>', 'UniPC steps', '20')
-    .option('--seed <n>', 'noise seed (same seed, adapter and precision → same output)', '0')
+    .option('--steps <n>', 'UniPC steps of the schedule (training-free: floor(steps × strength) of them run)', '20')
+    .option('--seed <n>', `noise seed, an integer in ${SEED_RANGE} (same seed, adapter and precision → same output)`, '0')
     .option('--guidance <g>', 'classifier-free guidance scale (default 1 with --model, as the paper; 5 training-free)')
-    .option('--strength <s>', 'training-free: how much of the schedule re-runs from the noised input (0–1)', '0.5')
+    .option('--strength <s>', 'training-free: how much of the schedule re-runs from the noised input (0–1; 20 steps at 0.5 run 10)', '0.5')
     .option('--prompt <text>', 'training-free: words added to the positive prompt, e.g. what the photo shows')
     .option('--threshold <p>', 'a degradation is reported (and, training-free, put in the negative prompt) from this probability', '0.2')
     .option('--control-scale <s>', 'training-free: ControlNet conditioning scale', '1')
@@ -92,7 +92,35 @@ Examples:
   dr restore noisy.jpg -o clean.png
   dr restore photos/ -o restored/ --strength 0.4 --prompt "a cat on a sofa"
   dr restore photos/ -o restored/ --model dr-checkpoint --steps 20 --seed 1 --json`)
-    .action((images: string[], opts: RestoreCliOptions) => runCommand(() => restore(images, opts)));
+    .action((images: string[], opts: RestoreCliOptions, cmd: Command) =>
+      runCommand(() => {
+        refuseOtherModeOptions(cmd, opts.model ? 'diff-restorer' : 'training-free');
+        return restore(images, opts);
+      }));
+}
+
+type Mode = 'diff-restorer' | 'training-free';
+
+/** Options only one mode reads (commander's names): given in the other, they would do nothing. */
+const MODE_OF: Record<string, Mode> = { controlnet: 'training-free', strength: 'training-free', prompt: 'training-free', controlScale: 'training-free' };
+
+function refuseOtherModeOptions(cmd: Command, mode: Mode): void {
+  for (const o of cmd.options) {
+    const key = o.attributeName();
+    if (MODE_OF[key] && MODE_OF[key] !== mode && cmd.getOptionValueSource(key) === 'cli') {
+      throw new DrError(mode === 'diff-restorer'
+        ? `${o.long}: training-free only; with --model it would do nothing (leave it out, or drop --model for the training-free mode)`
+        : `${o.long}: Diff-Restorer only (--model DR_DIR); the training-free mode would ignore it`);
+    }
+  }
+}
+
+/** The settings --json reports: those the mode ran with, and (training-free) the steps actually run. */
+function reportedSettings(s: Settings, precision: Precision, mode: Mode): Record<string, unknown> {
+  const ran: Record<string, unknown> = { ...s, precision };
+  for (const key of Object.keys(MODE_OF)) if (MODE_OF[key] !== mode) delete ran[key];
+  if (mode === 'training-free') ran.stepsRun = Math.min(Math.floor(s.steps * s.strength), s.steps);
+  return ran;
 }
 
 interface Settings {
@@ -116,7 +144,7 @@ function parseSettings(opts: RestoreCliOptions, trained: boolean): Settings {
   if (!COLOR_FIXES.includes(colorFix)) throw new DrError(`--color-fix: expected ${COLOR_FIXES.join(', ')}, got "${opts.colorFix}"`);
   const s: Settings = {
     steps: int('--steps', opts.steps, 1),
-    seed: int('--seed', opts.seed, 0),
+    seed: seedOption(opts.seed),
     guidance: numberOption('--guidance', opts.guidance, (n) => n >= 0, 'a number ≥ 0') ?? (trained ? 1 : 5),
     strength: numberOption('--strength', opts.strength, (n) => n > 0 && n <= 1, 'a number in (0, 1]')!,
     threshold: numberOption('--threshold', opts.threshold, (n) => n >= 0 && n <= 1, 'a probability in [0, 1]')!,
@@ -244,7 +272,7 @@ async function restore(inputs: string[], opts: RestoreCliOptions): Promise<numbe
   const errors = batch.errors;
   if (opts.json) {
     const mode = opts.model ? 'diff-restorer' : 'training-free';
-    process.stdout.write(`${JSON.stringify({ mode, settings: { ...s, precision }, results, errors, skipped: opts.skipExisting ? existing.map((j) => j.input) : [] }, null, 2)}\n`);
+    process.stdout.write(`${JSON.stringify({ mode, settings: reportedSettings(s, precision, mode), results, errors, skipped: opts.skipExisting ? existing.map((j) => j.input) : [] }, null, 2)}\n`);
   }
   return batch.finish(jobs.length, opts.skipExisting && existing.length ? `, ${existing.length} skipped (output exists)` : '');
 }

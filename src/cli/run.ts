@@ -53,6 +53,16 @@ export function numberOption(name: string, value: string | undefined, check: (n:
   return n;
 }
 
+/**
+ * --seed, the same range in every command: the generators (xoshiro128** for dr degrade, the
+ * latent noise of dr restore, dr init's weights) take 32 bits, so a larger seed would wrap
+ * onto a smaller one and give its output.
+ */
+export const SEED_RANGE = '0..4294967295';
+export function seedOption(value: string): number {
+  return numberOption('--seed', value, (n) => Number.isInteger(n) && n >= 0 && n < 2 ** 32, `an integer in ${SEED_RANGE}`)!;
+}
+
 export function precisionOption(value: string | undefined): 'auto' | 'f32' | 'f16' {
   const p = value ?? 'auto';
   if (p !== 'auto' && p !== 'f32' && p !== 'f16') throw new DrError(`--precision: expected auto, f32 or f16, got "${p}"`);

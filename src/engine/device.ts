@@ -1,5 +1,6 @@
 import { create, globals } from 'webgpu';
 import { DrError } from '../errors.js';
+import { filterDawnNotices } from './dawn_notices.js';
 
 /** What `dr doctor` reports and what kernels may rely on. */
 export interface GpuInfo {
@@ -48,11 +49,18 @@ export const NO_ADAPTER_HELP =
 // Dawn's default backend per platform (dawn.node does not report the one it chose).
 const PLATFORM_BACKEND: Record<string, string> = { linux: 'vulkan', win32: 'd3d12', darwin: 'metal' };
 
+// The backends Dawn knows (its own error for another name is thrown from inside requestAdapter).
+const BACKENDS = ['vulkan', 'metal', 'd3d12', 'd3d11', 'opengl', 'opengles'];
+
 /** Dawn toggles: robustness (bounds clamping on every access) off unless DR_ROBUST=1. */
 function dawnFlags(): string[] {
   const flags: string[] = [];
   if (process.env.DR_ROBUST !== '1') flags.push('enable-dawn-features=disable_robustness');
-  if (process.env.DR_BACKEND) flags.push(`backend=${process.env.DR_BACKEND}`);
+  const backend = process.env.DR_BACKEND;
+  if (backend) {
+    if (!BACKENDS.includes(backend)) throw new DrError(`DR_BACKEND=${backend}: not a Dawn backend (one of ${BACKENDS.join(', ')}; unset it for the platform's default)`);
+    flags.push(`backend=${backend}`);
+  }
   return flags;
 }
 
@@ -66,7 +74,8 @@ async function acquire(): Promise<Gpu> {
   process.env.XDG_RUNTIME_DIR ??= '/tmp';
   Object.assign(globalThis, globals);
   instance = create(dawnFlags());
-  const adapter = await instance.requestAdapter({ powerPreference: 'high-performance' });
+  const gpu = instance;
+  const adapter = await filterDawnNotices(() => gpu.requestAdapter({ powerPreference: 'high-performance' }));
   if (!adapter) throw new DrError(NO_ADAPTER_HELP);
 
   const features = WANTED_FEATURES.filter((f) => adapter.features.has(f));

@@ -116,12 +116,26 @@ interface Http {
   headers: Record<string, string>;
 }
 
+/** The Hub's base URL: http(s) with a host, e.g. https://hf-mirror.com (a bad one would fail deep inside the request). */
+function checkEndpoint(endpoint: string, option: string): void {
+  let url: URL | undefined;
+  try {
+    url = new URL(endpoint);
+  } catch {
+    // reported below
+  }
+  if (!url || (url.protocol !== 'https:' && url.protocol !== 'http:') || !url.hostname) {
+    throw new DrError(`${option}: "${endpoint}" is not an http(s) URL of a Hugging Face Hub (e.g. https://huggingface.co)`);
+  }
+}
+
 /** Downloads `repo` at `revision` into the Hugging Face cache the way huggingface_hub's snapshot_download does. */
 export async function fetchModel(repo: string, opts: FetchOptions = {}): Promise<FetchResult> {
   if (!isRepoId(repo)) throw new DrError(`${repo}: not a Hugging Face repo id (ORG/NAME, e.g. openai/clip-vit-large-patch14)`);
   const revision = opts.revision ?? 'main';
   checkRevision(revision);
   const endpoint = (opts.endpoint ?? process.env.HF_ENDPOINT ?? 'https://huggingface.co').replace(/\/+$/, '');
+  checkEndpoint(endpoint, opts.endpoint !== undefined ? '--endpoint' : 'HF_ENDPOINT');
   const token = process.env.HF_TOKEN ?? readToken();
   const net: Http = { token, headers: { 'Accept-Encoding': 'identity', 'User-Agent': 'dr', ...(token ? { Authorization: `Bearer ${token}` } : {}) } };
 

@@ -30,6 +30,16 @@ export interface DiffRestorerParts {
   clip: string;
 }
 
+/**
+ * A recorded base model: a relative path is relative to the checkpoint folder (dr init writes
+ * them so, starting ./ or ../); a repo id or an absolute path is returned as it is.
+ */
+function basePath(dir: string, spec: string): string {
+  if (path.isAbsolute(spec)) return spec;
+  const local = path.resolve(dir, spec);
+  return /^\.\.?\//.test(spec) || fs.existsSync(local) ? local : spec;
+}
+
 /** Reads model_index.json: the base model specs (folders or repo ids) it was made from. */
 export function readModelIndex(dir: string): DiffRestorerParts {
   const c = ConfigFile.inDir(dir, 'model_index.json');
@@ -38,7 +48,7 @@ export function readModelIndex(dir: string): DiffRestorerParts {
     if (!fs.existsSync(path.join(dir, part))) throw new DrError(`${dir}: missing ${part}/ (a Diff-Restorer checkpoint has prompt_processor/, control/, decoder/)`);
   }
   const base = c.section('base');
-  return { sd: base.str('sd'), clip: base.str('clip') };
+  return { sd: basePath(dir, base.str('sd')), clip: basePath(dir, base.str('clip')) };
 }
 
 export interface RestoreOptions {
@@ -101,7 +111,7 @@ export class DiffRestorer {
   }
 
   /**
-   * lq: [1, 3, H, W] in [0, 1] with H, W multiples of 64 (pad first); rgb: the
+   * lq: [1, 3, H, W] in [0, 1] with H, W multiples of 8 (pad first); rgb: the
    * unpadded 8-bit image for CLIP's own preprocessing.
    */
   async restore(e: Engine, lq: Tensor, rgb: RgbImage, o: RestoreOptions): Promise<Restored> {

@@ -10,7 +10,7 @@
  * loads as it is once converted to safetensors. BatchNorm (eval) is an affine map per channel:
  * it is folded into the preceding bias-free convolution at load time.
  */
-import { DrError } from '../../errors.js';
+import { NoScore } from '../../errors.js';
 import type { Engine } from '../../engine/engine.js';
 import type { Tensor } from '../../engine/tensor.js';
 import { attention } from '../../engine/ops/attention.js';
@@ -304,7 +304,7 @@ export class ClipIqa {
   async imageFeature(e: Engine, x01: Tensor): Promise<Float32Array> {
     if (!this.mean || !this.std) throw new Error('ClipIqa used before load()');
     const [, , H, W] = x01.shape;
-    if (H < 32 || W < 32) throw new DrError(`clipiqa: a ${W}x${H} image is too small (CLIP RN50 needs at least 32x32)`);
+    if (H < 32 || W < 32) throw new NoScore(`${W}x${H} is smaller than the 32x32 that CLIP RN50 needs (it downsamples by 32)`);
     const f = e.tidy(() => this.model.encodeImage(e, div(e, sub(e, x01, this.mean!), this.std!)));
     const out = await e.read(f);
     e.release(f);

@@ -9,6 +9,7 @@
 import type { Engine } from '../../engine/engine.js';
 import type { Tensor } from '../../engine/tensor.js';
 import { div, scale, sub } from '../../engine/ops/elementwise.js';
+import { NoScore } from '../../errors.js';
 import { lpipsDistance } from '../../engine/ops/eval/lpips_distance.js';
 import { maxPool2d } from '../../engine/ops/pool2d.js';
 import { Module, ModuleList } from '../module.js';
@@ -91,6 +92,20 @@ const VGG16: Spec[] = [
   [['pool', 2, 2], [17, 256, 512, 3, 1, 1], [19, 512, 512, 3, 1, 1], [21, 512, 512, 3, 1, 1]],
   [['pool', 2, 2], [24, 512, 512, 3, 1, 1], [26, 512, 512, 3, 1, 1], [28, 512, 512, 3, 1, 1]],
 ];
+/** The smallest image side whose feature maps keep at least one pixel through every layer of `spec`. */
+function minSide(spec: Spec[]): number {
+  const out = (side: number): number => {
+    for (const l of spec.flat()) {
+      side = l[0] === 'pool' ? Math.floor((side - l[1]) / l[2]) + 1 : Math.floor((side + 2 * l[5] - l[3]) / l[4]) + 1;
+      if (side < 1) return 0;
+    }
+    return side;
+  };
+  let side = 1;
+  while (out(side) < 1) side++;
+  return side;
+}
+
 export const LPIPS_CHANNELS: Record<LpipsNet, number[]> = { alex: [64, 192, 384, 256, 256], vgg: [64, 128, 256, 512, 512] };
 
 export class Lpips extends Module {
@@ -130,6 +145,10 @@ export class Lpips extends Module {
   }
 
   async distance(e: Engine, ref: Tensor, dist: Tensor): Promise<number> {
+    const [H, W] = dist.shape.slice(-2);
+    const min = minSide(this.kind === 'alex' ? ALEX : VGG16);
+    // PyTorch's pools refuse a map smaller than their window (so pyiqa's lpips has no value either).
+    if (H < min || W < min) throw new NoScore(`${W}x${H} is smaller than the ${min}x${min} that LPIPS-${this.kind}'s pooling layers need`);
     return (await this.layers(e, ref, dist)).reduce((a, b) => a + b, 0);
   }
 }

@@ -5,7 +5,7 @@
  * million operations, small next to reading the image. Steps and conventions:
  * ../shared/fixtures/metrics/README.md ("NIQE").
  */
-import { DrError } from '../../errors.js';
+import { NoScore } from '../../errors.js';
 import type { RgbImage } from '../../image/load.js';
 import { NIQE_COV_PRIS, NIQE_MU_PRIS } from './niqe_params.js';
 import { gaussianWindow } from './ssim.js';
@@ -43,11 +43,18 @@ export interface NiqeTrace {
   covDist: Float64Array;
 }
 
-/** NIQE of an 8-bit RGB image (lower is better). `trace` receives the intermediates (tests). */
-export function niqe(img: RgbImage, file = 'image', trace?: (t: NiqeTrace) => void): number {
+/**
+ * NIQE of an 8-bit RGB image (lower is better). `trace` receives the intermediates (tests).
+ * Fewer than 2 blocks with finite features have no covariance, and pyiqa then gives no score:
+ * one such block divides by n − 1 = 0 in its `nancov` (ZeroDivisionError), none makes its
+ * `nanmean` NaN, and below 96 pixels a side there is no block to crop. That is `NoScore` here.
+ */
+export function niqe(img: RgbImage, trace?: (t: NiqeTrace) => void): number {
   const nh = Math.floor(img.height / BLOCK);
   const nw = Math.floor(img.width / BLOCK);
-  if (nh < 1 || nw < 1) throw new DrError(`${file}: ${img.width}x${img.height} is too small for NIQE (it needs at least ${BLOCK}x${BLOCK})`);
+  if (nh * nw < 2) {
+    throw new NoScore(`${img.width}x${img.height} holds ${nh * nw} whole ${BLOCK}x${BLOCK} block${nh * nw === 1 ? '' : 's'}; NIQE needs 2 (an image of at least ${2 * BLOCK}x${BLOCK} or ${BLOCK}x${2 * BLOCK})`);
+  }
   const yFull = niqeLuma(img);
   const [H, W] = [nh * BLOCK, nw * BLOCK];
   const y = new Float64Array(H * W);
@@ -60,7 +67,10 @@ export function niqe(img: RgbImage, file = 'image', trace?: (t: NiqeTrace) => vo
   const f2 = blockFeatures(n2, H / 2, W / 2, nh, nw, BLOCK / 2);
   const feats = f1.map((a, i) => Float64Array.from([...a, ...f2[i]]));
 
-  const { mu, cov } = nanMeanCov(feats);
+  const { mu, cov, finite } = nanMeanCov(feats);
+  if (finite < 2) {
+    throw new NoScore(`${finite} of its ${feats.length} ${BLOCK}x${BLOCK} blocks ${finite === 1 ? 'has' : 'have'} finite features (a flat block has none); NIQE needs 2`);
+  }
   const D = 36;
   const sum = new Float64Array(D * D);
   for (let i = 0; i < D * D; i++) sum[i] = (NIQE_COV_PRIS[i] + cov[i]) / 2;
@@ -247,8 +257,8 @@ function resize1d(x: Float32Array, H: number, W: number, taps: Float32Array, alo
   return out;
 }
 
-/** Mean and covariance (N − 1) of the feature rows, leaving out rows that hold a NaN. */
-function nanMeanCov(rows: Float64Array[]): { mu: Float64Array; cov: Float64Array } {
+/** Mean and covariance (N − 1) of the feature rows, leaving out rows that hold a NaN; `finite`: the rows kept. */
+function nanMeanCov(rows: Float64Array[]): { mu: Float64Array; cov: Float64Array; finite: number } {
   const D = rows[0].length;
   const ok = rows.filter((r) => r.every((v) => !Number.isNaN(v)));
   const mu = new Float64Array(D);
@@ -257,7 +267,7 @@ function nanMeanCov(rows: Float64Array[]): { mu: Float64Array; cov: Float64Array
   for (const r of ok) {
     for (let i = 0; i < D; i++) for (let j = 0; j < D; j++) cov[i * D + j] += ((r[i] - mu[i]) * (r[j] - mu[j])) / (ok.length - 1);
   }
-  return { mu, cov };
+  return { mu, cov, finite: ok.length };
 }
 
 /**

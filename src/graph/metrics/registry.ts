@@ -23,7 +23,6 @@ export interface MetricInputs {
   ref?: Tensor;
   dist: Tensor;
   distImage: RgbImage;
-  distFile: string;
 }
 
 export interface Metric {
@@ -55,7 +54,7 @@ export function createMetrics(e: Engine, names: string[], opts: MetricOptions): 
       case 'ssim':
         return { name, kind: 'fr', higherIsBetter: true, weightFiles: [], run: (en, x) => ssim(en, x.ref!, x.dist, opts.color ?? 'y') };
       case 'niqe':
-        return { name, kind: 'nr', higherIsBetter: false, weightFiles: [], run: async (_en, x) => niqe(x.distImage, x.distFile) };
+        return { name, kind: 'nr', higherIsBetter: false, weightFiles: [], run: async (_en, x) => niqe(x.distImage) };
       case 'lpips': {
         const file = weightFile('lpips', opts);
         const model = new Lpips(opts.net);

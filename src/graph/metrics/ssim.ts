@@ -1,8 +1,11 @@
+import { NoScore } from '../../errors.js';
 import type { Engine } from '../../engine/engine.js';
 import type { Tensor } from '../../engine/tensor.js';
 import { rgbToY, roundScaled } from '../../engine/ops/eval/luma.js';
 import { ssimMap } from '../../engine/ops/eval/ssim_map.js';
 import type { ColorMode } from './psnr.js';
+
+const WINDOW = 11;
 
 /** MATLAB fspecial('gaussian', size, sigma): normalised in f64, then float32 as pyiqa stores it. */
 export function gaussianWindow(size: number, sigma: number): Float32Array {
@@ -32,9 +35,12 @@ export function gaussianWindow(size: number, sigma: number): Float32Array {
  * computed on the GPU in f32 and averaged here in f64.
  */
 export async function ssim(e: Engine, ref: Tensor, dist: Tensor, color: ColorMode = 'y'): Promise<number> {
+  // pyiqa's 'valid' conv2d refuses a plane smaller than the window: no value, not an error of ours.
+  const [H, W] = dist.shape.slice(-2);
+  if (H < WINDOW || W < WINDOW) throw new NoScore(`${W}x${H} is smaller than SSIM's ${WINDOW}x${WINDOW} window (pyiqa filters without padding, so it defines no value below ${WINDOW}x${WINDOW})`);
   const prep = (t: Tensor): Tensor => (color === 'y' ? rgbToY(e, t, 255, true) : roundScaled(e, t, 255));
   const map = e.tidy(() => {
-    const window = e.upload(gaussianWindow(11, 1.5), [11, 11]);
+    const window = e.upload(gaussianWindow(WINDOW, 1.5), [WINDOW, WINDOW]);
     return ssimMap(e, prep(ref), prep(dist), window, (0.01 * 255) ** 2, (0.03 * 255) ** 2);
   });
   const host = await e.read(map);

@@ -154,6 +154,9 @@ export class UniPCScheduler {
   setTimesteps(n: number): void {
     if (!Number.isInteger(n) || n < 1) throw new DrError(`the number of inference steps must be a positive integer, got ${n}`);
     const N = this.cfg.numTrainTimesteps;
+    // More steps than distinct training timesteps repeat a timestep (a zero step size: NaN).
+    const most = this.cfg.timestepSpacing === 'trailing' ? N : N - 1;
+    if (n > most) throw new DrError(`--steps ${n}: this scheduler has ${N} training timesteps, so at most ${most} steps (${this.cfg.timestepSpacing} spacing)`);
     let ts: number[];
     if (this.cfg.timestepSpacing === 'linspace') {
       // np.linspace(0, N-1, n+1).round()[::-1][:-1]; linspace pins the last point to N-1.
