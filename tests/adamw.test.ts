@@ -3,7 +3,11 @@
 import path from 'node:path';
 import { beforeAll, describe, expect, it } from 'vitest';
 import { Engine } from '../src/engine/engine.js';
-import { AdamW, addInto, clipCoefficient } from '../src/engine/ops/adamw.js';
+import { AdamW, accumulateGrads, addInto, clipCoefficient } from '../src/engine/ops/adamw.js';
+import { grad } from '../src/engine/autograd.js';
+import { linear } from '../src/engine/ops/matmul.js';
+import { mse } from '../src/engine/ops/losses.js';
+import type { Tensor } from '../src/engine/tensor.js';
 import { SafetensorsFile } from '../src/weights/safetensors.js';
 import { FIXTURES, rand } from './helpers.js';
 
@@ -121,6 +125,27 @@ describe('AdamW vs torch.optim.AdamW (f64 transcription)', () => {
     expectParamsClose(await e.read(a), ra.p);
     expectParamsClose(await e.read(b), rb.p);
     expect(opt.stateBytes).toBe(2 * 2 * 300 * 4);
+  });
+
+  it('accumulateGrads over two micro-batches of grad gives the gradient of the whole batch (mean loss)', async () => {
+    const w = e.upload(rand(3 * 4, 47, 0.5), [3, 4]);
+    const b = e.upload(rand(3, 48, 0.5), [3]);
+    const x = rand(6 * 4, 49);
+    const y = rand(6 * 3, 50);
+    const lossOf = (rows: number, from: number) => () =>
+      mse(e, linear(e, e.upload(x.subarray(from * 4, (from + rows) * 4), [rows, 4]), w, b), e.upload(y.subarray(from * 3, (from + rows) * 3), [rows, 3]));
+    const acc: (Tensor | undefined)[] = [undefined, undefined];
+    for (const from of [0, 3]) {
+      const { loss, grads } = grad(e, lossOf(3, from), [w, b]);
+      e.release(loss);
+      accumulateGrads(e, acc, grads);
+    }
+    const whole = grad(e, lossOf(6, 0), [w, b]);
+    // mean over 6 rows = ½ (mean over rows 0..2 + mean over rows 3..5): f32 sums of a few terms.
+    for (let k = 0; k < 2; k++) {
+      const [got, want] = [await e.read(acc[k]!), await e.read(whole.grads[k]!)];
+      got.forEach((v, i) => expect(Math.abs(v / 2 - want[i])).toBeLessThan(1e-6 * Math.max(1, Math.abs(want[i]))));
+    }
   });
 
   it('clipCoefficient of an all-zero gradient is 1 (norm 0), as torch', async () => {

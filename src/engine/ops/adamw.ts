@@ -1,6 +1,7 @@
 import type { Engine } from '../engine.js';
 import type { Tensor } from '../tensor.js';
 import { assertShape, elementwiseGrid } from './common.js';
+import { cast } from './copy.js';
 
 export interface AdamWOptions {
   lr: number;
@@ -111,6 +112,25 @@ export function clipCoefficient(e: Engine, grads: readonly Tensor[], maxNorm: nu
     const out = e.empty([2]);
     e.run({ kernel: 'clip_coef', bindings: { partial, out }, defines: { WG: NORM_WG }, params: { count: at, maxNorm, gradScale }, workgroups: [1] });
     return out;
+  });
+}
+
+/**
+ * Gradient accumulation over micro-batches: adds each of `grads` (one entry per parameter, as
+ * `grad` returns them) into `acc` in place, or takes it as the running sum (in f32) where `acc`
+ * has none yet, and releases what it added. Then `AdamW.step(…, 1 / batches)` steps on the mean.
+ */
+export function accumulateGrads(e: Engine, acc: (Tensor | undefined)[], grads: readonly (Tensor | undefined)[]): void {
+  grads.forEach((g, i) => {
+    if (!g) return;
+    const sum = acc[i];
+    if (!sum) {
+      acc[i] = g.dtype === 'f32' ? g : e.keep(cast(e, g, 'f32'));
+      if (acc[i] !== g) e.release(g);
+      return;
+    }
+    addInto(e, sum, g);
+    e.release(g);
   });
 }
 
