@@ -9,7 +9,9 @@ import { promisify } from 'node:util';
 import sharp from 'sharp';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { NoScore } from '../src/errors.js';
+import { Engine } from '../src/engine/engine.js';
 import { readModelIndex } from '../src/graph/diffrestorer/model.js';
+import { Lpips } from '../src/graph/metrics/lpips.js';
 import { niqe } from '../src/graph/metrics/niqe.js';
 import { CLI, dr, expectUserError, runDr } from './cli_runner.js';
 import { FIXTURES, REPO } from './helpers.js';
@@ -77,6 +79,16 @@ describe('user-reachable input gives a DrError line, never an internal error (it
     const doc = JSON.parse(r.stdout);
     expect(doc.results[0].scores.dist).toEqual({ psnr: expect.any(Number), ssim: null });
     expect(doc.unscored).toEqual([`${at('ssim', 'dist', 'x.png')}: no ssim score: 8x8 is smaller than SSIM's 11x11 window (pyiqa filters without padding, so it defines no value below 11x11)`]);
+  });
+});
+
+describe('LPIPS below the side its max pools take has no score (was an internal error)', () => {
+  it('alex needs 31 px a side (conv 11/4, two pools 3/2), vgg 16 (four pools 2/2); checked before any weight is read', async () => {
+    const e = await Engine.create();
+    const img = (h: number, w: number) => e.upload(new Float32Array(3 * h * w), [1, 3, h, w]);
+    await expect(new Lpips('alex').distance(e, img(30, 40), img(30, 40))).rejects.toThrow(NoScore);
+    await expect(new Lpips('alex').distance(e, img(30, 40), img(30, 40))).rejects.toThrow("40x30 is smaller than the 31x31 that LPIPS-alex's pooling layers need");
+    await expect(new Lpips('vgg').distance(e, img(16, 15), img(16, 15))).rejects.toThrow("15x16 is smaller than the 16x16 that LPIPS-vgg's pooling layers need");
   });
 });
 
