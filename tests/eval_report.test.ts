@@ -30,7 +30,7 @@ beforeAll(async () => {
 afterAll(() => fs.rmSync(tmp, { recursive: true, force: true }));
 
 const evalJson = async (...args: string[]): Promise<{ code: number; doc: any }> => {
-  const r = await dr('eval', '--ref', dir('ref'), ...args, '-m', 'psnr,ssim', '--json');
+  const r = await dr('eval', '--ref', dir('ref'), ...args, '--metric', 'psnr,ssim', '--json');
   return { code: r.code, doc: JSON.parse(r.stdout) };
 };
 
@@ -59,7 +59,7 @@ describe('dr eval with several --dist folders', () => {
   });
 
   it('the table: folder names over their column groups, a row per image, the means last', async () => {
-    const r = await dr('eval', '--ref', dir('ref'), '--dist', dir('deg'), '--dist', dir('a'), '--dist', dir('b'), '-m', 'psnr,ssim');
+    const r = await dr('eval', '--ref', dir('ref'), '--dist', dir('deg'), '--dist', dir('a'), '--dist', dir('b'), '--metric', 'psnr,ssim');
     expect(r.code).toBe(0);
     const lines = r.stdout.trimEnd().split('\n');
     expect(lines[0]).toMatch(/^ +deg -+  a -+  b -+$/);
@@ -79,7 +79,7 @@ describe('dr eval with several --dist folders', () => {
   });
 
   it('--csv: folder/metric columns for several folders, plain metric names for one; the last row is the mean', async () => {
-    const r = await dr('eval', '--ref', dir('ref'), '--dist', dir('deg'), '--dist', dir('b'), '-m', 'psnr,ssim', '--csv');
+    const r = await dr('eval', '--ref', dir('ref'), '--dist', dir('deg'), '--dist', dir('b'), '--metric', 'psnr,ssim', '--csv');
     expect(r.code).toBe(0);
     const rows = r.stdout.trimEnd().split('\n').map((l) => l.split(','));
     expect(rows[0]).toEqual(['image', 'deg/psnr', 'deg/ssim', 'b/psnr', 'b/ssim']);
@@ -87,13 +87,13 @@ describe('dr eval with several --dist folders', () => {
     const { doc } = await evalJson('--dist', dir('deg'), '--dist', dir('b'));
     expect(rows[1].slice(1).map(Number)).toEqual([doc.results[0].scores.deg.psnr, doc.results[0].scores.deg.ssim, doc.results[0].scores.b.psnr, doc.results[0].scores.b.ssim]);
     expect(rows[4].slice(1).map(Number)).toEqual([doc.mean.deg.psnr, doc.mean.deg.ssim, doc.mean.b.psnr, doc.mean.b.ssim]);
-    const one = await dr('eval', '--ref', dir('ref'), '--dist', dir('deg'), '-m', 'psnr,ssim', '--csv');
+    const one = await dr('eval', '--ref', dir('ref'), '--dist', dir('deg'), '--metric', 'psnr,ssim', '--csv');
     expect(one.stdout.split('\n')[0]).toBe('image,psnr,ssim');
   });
 
   it('--report: reference and every folder side by side per image, the grouped table with the best folder in bold', async () => {
     const page = path.join(tmp, 'report.html');
-    const r = await dr('eval', '--ref', dir('ref'), '--dist', dir('deg'), '--dist', dir('a'), '--dist', dir('b'), '-m', 'psnr,ssim', '--report', page);
+    const r = await dr('eval', '--ref', dir('ref'), '--dist', dir('deg'), '--dist', dir('a'), '--dist', dir('b'), '--metric', 'psnr,ssim', '--report', page);
     expect(r.code).toBe(0);
     const html = fs.readFileSync(page, 'utf8');
     expect(html.match(/src="data:image\/png;base64,/g)).toHaveLength(IMAGES.length * 4);
@@ -115,7 +115,7 @@ describe('dr eval with several --dist folders', () => {
     fs.rmSync(path.join(partial, 'coffee.png'));
     fs.cpSync(dir('a'), extra, { recursive: true });
     fs.copyFileSync(path.join(dir('a'), 'rocket.png'), path.join(extra, 'zebra.png'));
-    const args = ['--ref', dir('ref'), '--dist', dir('deg'), '--dist', extra, '--dist', partial, '-m', 'psnr,ssim'];
+    const args = ['--ref', dir('ref'), '--dist', dir('deg'), '--dist', extra, '--dist', partial, '--metric', 'psnr,ssim'];
     const r = await dr('eval', ...args);
     expect(r.code).toBe(1);
     expect(ourLines(r.stderr)).toEqual([
@@ -138,7 +138,7 @@ describe('dr eval with several --dist folders', () => {
     const twin = dir('twin');
     fs.cpSync(dir('b'), twin, { recursive: true });
     fs.copyFileSync(path.join(dir('deg'), 'rocket.jpg'), path.join(twin, 'rocket.jpg'));
-    const r = await dr('eval', '--ref', dir('ref'), '--dist', twin, '-m', 'psnr', '--json');
+    const r = await dr('eval', '--ref', dir('ref'), '--dist', twin, '--metric', 'psnr', '--json');
     expect(r.code).toBe(1);
     const doc = JSON.parse(r.stdout);
     expect(doc.missing).toEqual([`${path.join(twin, 'rocket.png')}: not scored, ${path.join(twin, 'rocket.jpg')} has the same name without extension`]);
@@ -149,7 +149,7 @@ describe('dr eval with several --dist folders', () => {
     const { code, doc } = await evalJson('--dist', dir('a'), '--dist', dir('dup/a'));
     expect(code).toBe(0);
     expect(doc.folders.map((f: any) => f.name)).toEqual([dir('a'), dir('dup/a')]);
-    const twice = await dr('eval', '--ref', dir('ref'), '--dist', dir('a'), '--dist', `${dir('a')}/`, '-m', 'psnr');
+    const twice = await dr('eval', '--ref', dir('ref'), '--dist', dir('a'), '--dist', `${dir('a')}/`, '--metric', 'psnr');
     expect(twice.code).toBe(1);
     expect(ourLines(twice.stderr)).toEqual([`dr: --dist: ${dir('a')}/ is given twice`]);
   });
@@ -158,7 +158,7 @@ describe('dr eval with several --dist folders', () => {
     const other = dir('other');
     fs.mkdirSync(other);
     fs.copyFileSync(path.join(dir('a'), 'rocket.png'), path.join(other, 'moon.png'));
-    const r = await dr('eval', '--ref', dir('ref'), '--dist', dir('a'), '--dist', other, '-m', 'psnr');
+    const r = await dr('eval', '--ref', dir('ref'), '--dist', dir('a'), '--dist', other, '--metric', 'psnr');
     expect(r.code).toBe(1);
     expect(ourLines(r.stderr)).toEqual([`dr: ${dir('a')}, ${other}: no file name matches one in ${dir('ref')} in every folder (pairs are matched by name without extension)`]);
     expect(r.stderr).not.toMatch(/\n\s+at /);

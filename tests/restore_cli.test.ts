@@ -16,7 +16,7 @@ const TRAINING_FREE = ['--sd', SD, '--clip', CLIP, '--controlnet', path.join(SD,
 
 let tmp: string;
 let model: string;
-let photo: string; // 72×56 RGBA crop of a real photo: padded to 128×64 inside
+let photo: string; // 72×56 RGBA crop of a real photo (sides multiples of 8: not padded; cli_features pads a 21×13)
 const file = (name: string) => path.join(tmp, name);
 
 beforeAll(async () => {

@@ -1,19 +1,23 @@
 import { Command } from 'commander';
-import { getGpu } from '../engine/device.js';
+import { describeAdapters, getGpu, NO_ADAPTER_HELP } from '../engine/device.js';
 import { adapterTraits, chooseKernels } from '../engine/kernels.js';
-import { runCommand } from './run.js';
+import { ADAPTER_HELP, runCommand } from './run.js';
 
 export function doctorCommand(): Command {
   return new Command('doctor')
     .description('show the WebGPU adapter dr will use: name, backend, software or hardware, features, limits')
+    .option('--list', 'list every adapter Dawn offers (index, backend, name, kind, shader-f16), for --adapter')
+    .option('--adapter <name|index>', ADAPTER_HELP)
     .option('--json', 'print the report as JSON')
     .addHelpText('after', `
 Exits non-zero and prints the fix when no adapter is found. Environment:
   DR_BACKEND=vulkan|d3d12|metal|opengl   force a Dawn backend
   DR_ROBUST=1                            keep Dawn's bounds checks (slower; for debugging kernels)
+  DR_ADAPTER=NAME|INDEX                  the adapter every command uses, as --adapter
   DR_KERNELS=cpu|gpu                     force the CPU-adapter (texture) or GPU (tiled) kernels`)
-    .action((opts: { json?: boolean }) =>
+    .action((opts: { json?: boolean; list?: boolean }) =>
       runCommand(async () => {
+        if (opts.list) return listAdapters(!!opts.json);
         const gpu = await getGpu();
         const { info } = gpu;
         const kernels = chooseKernels(adapterTraits(gpu));
@@ -37,4 +41,17 @@ Exits non-zero and prints the fix when no adapter is found. Environment:
         ];
         process.stdout.write(`${lines.join('\n')}\n`);
       }));
+}
+
+async function listAdapters(json: boolean): Promise<number> {
+  const all = await describeAdapters();
+  if (json) {
+    process.stdout.write(`${JSON.stringify(all, null, 2)}\n`);
+  } else {
+    const w = Math.max(4, ...all.map((a) => a.name.length));
+    const rows = all.map((a) => `${String(a.index).padStart(5)}  ${a.backend.padEnd(7)}  ${a.name.padEnd(w)}  ${a.software ? 'software' : 'hardware'}  ${a.features.includes('shader-f16') ? 'yes' : 'no'}`);
+    process.stdout.write(`${['index  backend  ' + 'name'.padEnd(w) + '  kind      shader-f16', ...rows].join('\n')}\n`);
+  }
+  if (all.length === 0) process.stderr.write(`dr: ${NO_ADAPTER_HELP}\n`);
+  return all.length ? 0 : 1;
 }

@@ -9,12 +9,13 @@ import type { ColorMode } from '../graph/metrics/psnr.js';
 import { featureSet } from '../graph/metrics/fid.js';
 import { frechetDistance, type FeatureSet } from '../graph/metrics/frechet.js';
 import { createFidModel, createMetrics, SET_METRIC_NAMES, isNoReference, metricAvailable, METRIC_NAMES, type Metric, type MetricOptions } from '../graph/metrics/registry.js';
-import { listImages, loadRgb, type RgbImage } from '../image/load.js';
+import { listImages, listImageTree, loadRgb, type RgbImage } from '../image/load.js';
 import { resizeBicubicU8 } from '../image/resize.js';
 import { checkOutputFile, Inputs, writeAtomic } from '../atomic.js';
 import { Batch } from './batch.js';
 import { Progress } from './progress.js';
-import { runCommand } from './run.js';
+import { inShard, parseShard, SHARD_HELP, type Shard } from './shard.js';
+import { ADAPTER_HELP, runCommand } from './run.js';
 
 interface EvalOptions {
   metric?: string;
@@ -28,6 +29,8 @@ interface EvalOptions {
   csv?: boolean;
   report?: string;
   force?: boolean;
+  shard?: string;
+  recursive?: boolean;
 }
 
 export function evalCommand(): Command {
@@ -35,15 +38,18 @@ export function evalCommand(): Command {
     .description('score images with PSNR, SSIM, LPIPS, DISTS (full-reference), NIQE, CLIP-IQA, MUSIQ (no-reference) and FID (folder against folder), pyiqa conventions')
     .option('--dist <dir>', 'images to score (degraded or restored); repeat to compare folders: one column group per folder, named by it', (v: string, prev: string[]) => [...prev, v], [])
     .option('--ref <dir>', 'reference images, paired with each --dist by file name without extension')
-    .option('-m, --metric <list>', `comma-separated: ${METRIC_NAMES.join(', ')} (default: every metric the inputs and weights allow); or fid on its own (folder against folder)`)
+    .option('--metric <list>', `comma-separated: ${METRIC_NAMES.join(', ')} (default: every metric the inputs and weights allow); or fid on its own (folder against folder)`)
     .option('--color <c>', 'psnr/ssim colour: rgb or y (defaults as pyiqa: psnr rgb, ssim y)')
     .option('--net <n>', 'lpips backbone: alex or vgg', 'alex')
+    .option('--adapter <name|index>', ADAPTER_HELP)
     .option('--weights <dir>', 'folder with metric weights (lpips_alex.safetensors, lpips_vgg.safetensors, dists.safetensors, clipiqa_rn50.safetensors, musiq.safetensors, fid_inception.safetensors)')
     .option('--resize', 'resize a distorted image to its reference size (Pillow bicubic) instead of stopping')
     .option('--json', 'print {"metrics", "ref", "folders": [{"name", "dir"}], "results": [{"image", "ref", "files": {FOLDER: file}, "scores": {FOLDER: {METRIC: value or null}}}], "mean": {FOLDER: {...}}, "count": {FOLDER: {METRIC: images in the mean}}, "missing", "unscored"}')
     .option('--csv', 'print CSV: image,<metric>... (several folders: image,<folder>/<metric>...); the last row is the mean')
     .option('--report <file>', 'write a self-contained HTML page: reference and every --dist folder side by side with the scores')
-    .option('--force', 'overwrite an existing --report file')
+    .option('-f, --force', 'overwrite an existing --report file')
+    .option('--recursive', 'also score the images in subfolders, pairing them by their path below --ref and each --dist')
+    .option('--shard <i/n>', `${SHARD_HELP}; each shard's per-image rows (--csv, --json) together are the whole set's`)
     .addHelpText('after', `
 Only images present in --ref (when given) and in every --dist folder are scored, so each folder's
 mean is over the same images; every other file is listed on stderr and the exit code is 1.
@@ -84,10 +90,11 @@ function folders(dirs: string[]): Folder[] {
 }
 
 /** Files of a folder by name without extension; a second file with the same name is reported, not scored. */
-function byStem(dir: string, missing: string[]): Map<string, string> {
+function byStem(dir: string, missing: string[], shard: Shard | undefined, recursive: boolean): Map<string, string> {
   const m = new Map<string, string>();
-  for (const f of listImages([dir])) {
-    const stem = path.parse(f).name;
+  for (const { file: f, rel } of listImageTree([dir], recursive).filter((t) => inShard(t.file, shard))) {
+    // With --recursive, images pair by their path below the folder: SUB/NAME.
+    const stem = path.join(path.dirname(rel), path.parse(rel).name);
     const seen = m.get(stem);
     if (seen) missing.push(`${f}: not scored, ${seen} has the same name without extension`);
     else m.set(stem, f);
@@ -99,10 +106,10 @@ function byStem(dir: string, missing: string[]): Map<string, string> {
  * The images to score: those in --ref (when given) and in every folder, paired by name
  * without extension. Every other file is reported in `missing`.
  */
-function pairUp(ref: string | undefined, dists: Folder[]): { rows: Row[]; missing: string[] } {
+function pairUp(ref: string | undefined, dists: Folder[], shard?: Shard, recursive = false): { rows: Row[]; missing: string[] } {
   const missing: string[] = [];
-  const refs = ref ? byStem(ref, missing) : undefined;
-  const maps = dists.map((f) => byStem(f.dir, missing));
+  const refs = ref ? byStem(ref, missing, shard, recursive) : undefined;
+  const maps = dists.map((f) => byStem(f.dir, missing, shard, recursive));
   const stems = refs ? [...refs.keys()] : [...new Set(maps.flatMap((m) => [...m.keys()]))].sort();
   const rows: Row[] = [];
   for (const stem of stems) {
@@ -115,6 +122,8 @@ function pairUp(ref: string | undefined, dists: Folder[]): { rows: Row[]; missin
     const others = dists.length > 1 ? `; ${stem} is scored in no folder` : '';
     for (const f of lacking) missing.push(`${file}: no image named ${stem}.* in ${f.dir}${others}`);
   }
+  // A shard may hold no image at all (more shards than images): nothing to score is not an error there.
+  if (shard) return { rows, missing };
   if (refs) {
     for (const m of maps) {
       for (const [stem, file] of m) if (!refs.has(stem)) missing.push(`${file}: no reference named ${stem}.* in ${ref}`);
@@ -132,6 +141,7 @@ async function evaluate(opts: EvalOptions): Promise<number> {
   if (net !== 'alex' && net !== 'vgg') throw new DrError(`--net: expected alex or vgg, got "${opts.net}"`);
   const mopts: MetricOptions = { color, net, weightsDir: opts.weights };
   if (opts.json && opts.csv) throw new DrError('--json and --csv: choose one');
+  const shard = parseShard(opts.shard);
 
   let names: string[];
   if (opts.metric) {
@@ -145,7 +155,12 @@ async function evaluate(opts: EvalOptions): Promise<number> {
     names = METRIC_NAMES.filter((n) => (opts.ref || isNoReference(n)) && metricAvailable(n, mopts));
   }
 
-  const { rows: paired, missing } = pairUp(opts.ref, dists);
+  const { rows: paired, missing } = pairUp(opts.ref, dists, shard, !!opts.recursive);
+  if (shard) process.stderr.write(`shard ${shard.index}/${shard.count}: ${paired.length} images\n`);
+  if (paired.length === 0) {
+    for (const m of missing) process.stderr.write(`dr: ${m}\n`);
+    return missing.length ? 1 : 0;
+  }
   if (opts.report) checkOutputFile(opts.report, new Inputs(listImages([...(opts.ref ? [opts.ref] : []), ...dists.map((f) => f.dir)])), !!opts.force);
   if (!opts.json) for (const m of missing) process.stderr.write(`dr: ${m}\n`);
 
@@ -309,8 +324,9 @@ ${cards.join('\n')}</body></html>
 async function fid(opts: EvalOptions, dists: Folder[], mopts: MetricOptions, names: string[]): Promise<number> {
   if (names.length > 1) throw new DrError(`--metric: fid compares two folders as sets; run it on its own, not with ${names.filter((n) => n !== 'fid').join(', ')}`);
   if (!opts.ref) throw new DrError('--ref: fid compares each --dist folder against a reference folder; give --ref DIR');
+  if (opts.shard) throw new DrError('--shard: fid is one statistic of whole folders; run it without --shard');
   if (opts.report) throw new DrError('--report: fid is one number for two folders; there is nothing to show side by side');
-  const sets = [{ name: '', dir: opts.ref }, ...dists].map((f) => ({ ...f, files: listImages([f.dir]) }));
+  const sets = [{ name: '', dir: opts.ref }, ...dists].map((f) => ({ ...f, files: listImages([f.dir], !!opts.recursive) }));
   for (const s of sets) if (s.files.length < 2) throw new DrError(`${s.dir}: fid needs at least 2 images per folder, found ${s.files.length}`);
   const e = await Engine.create();
   const model = createFidModel(e, mopts);

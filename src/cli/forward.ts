@@ -1,6 +1,6 @@
 import fs from 'node:fs';
 import path from 'node:path';
-import { Command } from 'commander';
+import { Command, Option } from 'commander';
 import { checkOutputFile, Inputs } from '../atomic.js';
 import { DrError } from '../errors.js';
 import { Engine } from '../engine/engine.js';
@@ -8,11 +8,12 @@ import { ConfigFile } from '../graph/config.js';
 import { SafetensorsFile, writeSafetensors } from '../weights/safetensors.js';
 import { forwardClip, forwardControlNet, forwardScheduler, forwardUNet, forwardVae, Outputs, type ForwardRun } from './forward_models.js';
 import { modelDir } from './models.js';
-import { precisionOption, runCommand } from './run.js';
+import { ADAPTER_HELP, precisionOption, runCommand } from './run.js';
 
 interface ForwardOptions {
   model?: string;
   inputs?: string;
+  output?: string;
   out?: string;
   precision?: string;
   force?: boolean;
@@ -34,11 +35,13 @@ export function forwardCommand(): Command {
     .description('run one model folder on named input tensors and write its named outputs (debugging and parity)')
     .requiredOption('-m, --model <dir>', 'a model folder: CLIP, or a diffusers unet/, vae/, controlnet/ or scheduler/ folder')
     .requiredOption('-i, --inputs <file>', 'safetensors file with the input tensors')
-    .requiredOption('-o, --out <file>', 'safetensors file to write the outputs to')
+    .option('-o, --output <file>', 'safetensors file to write the outputs to (--out FILE works too)')
+    .addOption(new Option('--out <file>', 'the same as --output').hideHelp())
+    .option('--adapter <name|index>', ADAPTER_HELP)
     .option('--precision <p>', 'auto | f32 | f16', 'f32')
     .option('--trace', 'also write every module output as intermediate.<model>.<module path>')
     .option('--stats', 'print seconds per stage and peak GPU memory on stderr')
-    .option('-f, --force', 'overwrite --out if it exists')
+    .option('-f, --force', 'overwrite the output file if it exists')
     .addHelpText('after', `
 Tensor names (those of the fixtures in shared/fixtures):
   CLIPModel    in: pixel_values [B,3,S,S], input_ids [P,L]
@@ -56,14 +59,17 @@ Tensor names (those of the fixtures in shared/fixtures):
                out: timesteps, sigmas, latent.i
 
 Example:
-  dr forward --model sd/unet --inputs unet_io.safetensors --out mine.safetensors --trace --stats`)
+  dr forward --model sd/unet --inputs unet_io.safetensors -o mine.safetensors --trace --stats`)
     .action((opts: ForwardOptions) => runCommand(() => forward(opts)));
 }
 
 async function forward(opts: ForwardOptions): Promise<void> {
   const dir = modelDir(opts.model, '--model');
-  const out = path.resolve(opts.out!);
-  checkOutputFile(opts.out!, new Inputs([opts.inputs!, dir]), !!opts.force);
+  if (opts.output !== undefined && opts.out !== undefined && opts.output !== opts.out) throw new DrError('--out is another name for -o/--output: give one');
+  const target = opts.output ?? opts.out;
+  if (target === undefined) throw new DrError('-o/--output: give the safetensors file to write the outputs to');
+  const out = path.resolve(target);
+  checkOutputFile(target, new Inputs([opts.inputs!, dir]), !!opts.force);
   const kind = modelKind(dir);
   const inputs = SafetensorsFile.open(opts.inputs!);
   try {

@@ -13,6 +13,7 @@ interface InitCliOptions {
   output?: string;
   seed?: string;
   controlChannels?: string;
+  force?: boolean;
   json?: boolean;
 }
 
@@ -24,6 +25,7 @@ export function initCommand(): Command {
     .option('-o, --output <dir>', 'the new checkpoint folder (must not exist, or be empty)')
     .option('--seed <n>', `seed of the new layers' initialisation, an integer in ${SEED_RANGE}`, '0')
     .option('--control-channels <list>', 'control encoder widths per level, comma-separated (design default 64,128,256,256)')
+    .option('-f, --force', 'replace an existing checkpoint there (a folder with model_index.json; any other non-empty folder is refused)')
     .option('--json', 'print {"output", "sd", "clip"}')
     .addHelpText('after', `
 The checkpoint has model_index.json (recording --sd and --clip, see below), prompt_processor/,
@@ -58,7 +60,8 @@ async function init(opts: InitCliOptions): Promise<void> {
   const out = path.resolve(opts.output);
   // Before minutes of copying weights: not over its own base models, in a folder it may write.
   checkOutputFolder(opts.output, 'tree', new Inputs([sd, clip]));
-  initDiffRestorer({
+  if (opts.force && fs.existsSync(path.join(out, 'model_index.json'))) fs.rmSync(out, { recursive: true, force: true });
+  await initDiffRestorer({
     sd, clip, sdSpec: specOf(opts.sd!, out), clipSpec: specOf(opts.clip!, out), out, seed, controlChannels,
     onProgress: opts.json ? undefined : (part) => process.stderr.write(`writing ${part}\n`),
   });

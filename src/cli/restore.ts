@@ -10,15 +10,17 @@ import { adainColorFix, cropTo, reflectPad, waveletColorFix } from '../engine/op
 import type { Tensor } from '../engine/tensor.js';
 import { DiffRestorer, readModelIndex } from '../graph/diffrestorer/model.js';
 import type { Precision } from '../graph/module.js';
-import { CLEAN_TEXT, TrainingFreeRestorer } from '../graph/training_free.js';
+import { CLEAN_TEXT, positivePrompt, TrainingFreeRestorer } from '../graph/training_free.js';
 import type { RgbImage } from '../image/load.js';
-import { listImages } from '../image/load.js';
+import { listImageTree } from '../image/load.js';
+import { resizeBicubicPlanes } from '../image/resize.js';
 import { checkImage, loadImage, outputPathFor, RESTORED_SUFFIX, saveImage, type LoadedImage } from '../image/restore_io.js';
-import { checkOutputFile, Inputs } from '../atomic.js';
+import { checkOutputFile, ensureDir, Inputs } from '../atomic.js';
 import { Batch } from './batch.js';
 import { modelDir, sdModel } from './models.js';
 import { Progress } from './progress.js';
-import { numberOption, precisionOption, runCommand, SEED_RANGE, seedOption } from './run.js';
+import { inShard, parseShard, SHARD_HELP, shardNote } from './shard.js';
+import { ADAPTER_HELP, numberOption, precisionOption, runCommand, SEED_RANGE, seedOption, warnIfCut } from './run.js';
 
 interface RestoreCliOptions {
   output?: string;
@@ -37,8 +39,12 @@ interface RestoreCliOptions {
   tile: string;
   tileOverlap: string;
   colorFix: string;
+  upscale: string;
+  quality: string;
   force?: boolean;
   skipExisting?: boolean;
+  recursive?: boolean;
+  shard?: string;
   json?: boolean;
   stats?: boolean;
 }
@@ -54,7 +60,7 @@ export function restoreCommand(): Command {
     .description('restore photos with Diff-Restorer (--model), or training-free with SD 1.5 + a tile ControlNet')
     .argument('<images...>', 'image files or folders of images (PNG, JPEG, WebP, TIFF, GIF; 8 or 16 bit)')
     .option('-o, --output <path>', 'output file, or folder (ends in /, exists, or several inputs); default: beside each input as NAME_restored.EXT')
-    .option('--model <dir>', 'a Diff-Restorer checkpoint (see `dr init`); without it, the training-free mode runs')
+    .option('-m, --model <dir>', 'a Diff-Restorer checkpoint (see `dr init`); without it, the training-free mode runs')
     .option('--sd <dir|repo|file>', `Stable Diffusion 1.5 folder, repo id or single-file checkpoint (default: the checkpoint's, else ${DEFAULT_SD})`)
     .option('--clip <dir|repo>', `CLIP folder or repo id (default: the checkpoint's, else ${DEFAULT_CLIP})`)
     .option('--controlnet <dir|repo>', `training-free: a tile ControlNet folder or repo id (default ${DEFAULT_CONTROLNET})`)
@@ -65,12 +71,17 @@ export function restoreCommand(): Command {
     .option('--prompt <text>', 'training-free: words added to the positive prompt, e.g. what the photo shows')
     .option('--threshold <p>', 'a degradation is reported (and, training-free, put in the negative prompt) from this probability', '0.2')
     .option('--control-scale <s>', 'training-free: ControlNet conditioning scale', '1')
+    .option('--adapter <name|index>', ADAPTER_HELP)
     .option('--precision <p>', 'auto (f16 on a GPU with shader-f16; f32 on a CPU adapter, where f16 is emulated and slower), f32 or f16', 'auto')
     .option('--tile <px>', 'images larger than this are denoised in overlapping tiles of this side', '512')
     .option('--tile-overlap <px>', 'overlap of neighbouring tiles', '128')
+    .option('--upscale <k>', 'resize the input by k first (Pillow bicubic, as DiffBIR and SUPIR do for super-resolution), e.g. 2 or 4', '1')
+    .option('--quality <q>', 'JPEG and WebP output quality (1–100)', '95')
     .option('--color-fix <how>', 'match the input\'s colours: wavelet (low frequencies), adain (channel mean/std) or none', 'wavelet')
     .option('-f, --force', 'replace existing output files')
     .option('--skip-existing', 'skip inputs whose output exists (resume an interrupted run)')
+    .option('--shard <i/n>', SHARD_HELP)
+    .option('--recursive', 'also restore the images in subfolders of folder inputs (an output folder gets the same subfolders)')
     .option('--stats', 'print seconds per phase (CLIP, control, denoise, decode) and peak GPU memory per image')
     .option('--json', 'print a JSON summary: per image input, output, size, seconds (and per phase), peak GPU memory, degradations')
     .addHelpText('after', `
@@ -135,6 +146,8 @@ interface Settings {
   tileOverlap: number;
   colorFix: ColorFix;
   prompt?: string;
+  upscale: number;
+  quality: number;
 }
 
 function parseSettings(opts: RestoreCliOptions, trained: boolean): Settings {
@@ -154,6 +167,8 @@ function parseSettings(opts: RestoreCliOptions, trained: boolean): Settings {
     tileOverlap: int('--tile-overlap', opts.tileOverlap, 0),
     colorFix,
     prompt: opts.prompt,
+    upscale: numberOption('--upscale', opts.upscale, (n) => n >= 1 && n <= 16, 'a factor from 1 to 16')!,
+    quality: numberOption('--quality', opts.quality, (n) => Number.isInteger(n) && n >= 1 && n <= 100, 'an integer in 1..100')!,
   };
   if (!trained && Math.floor(s.steps * s.strength) < 1) {
     throw new DrError(`--strength ${s.strength} of ${s.steps} steps runs no step (img2img runs floor(steps × strength)); raise --strength or --steps`);
@@ -164,7 +179,7 @@ function parseSettings(opts: RestoreCliOptions, trained: boolean): Settings {
 
 /** One loaded pipeline, either mode, as the per-image loop sees it. */
 interface Restorer {
-  /** Image sides are padded to a multiple of this. */
+  /** Image sides are padded to a multiple of this: the VAE's factor (the UNet takes any latent size). */
   multiple: number;
   /** Pixels per latent cell. */
   vaeFactor: number;
@@ -193,7 +208,7 @@ function loadRestorer(e: Engine, opts: RestoreCliOptions, s: Settings, say: (par
     const m = DiffRestorer.load(e, dir, bases, s.precision, (part) => say(part));
     const vaeFactor = 2 ** (m.vae.config.blockOut.length - 1);
     return {
-      multiple: vaeFactor * 2 ** (m.unet.config.blockOut.length - 1),
+      multiple: vaeFactor,
       vaeFactor,
       run: async (e, lq, rgb, onStep) => {
         const r = await m.restore(e, lq, rgb, { steps: s.steps, seed: s.seed, guidance: s.guidance, tile: tile(vaeFactor), onStep });
@@ -207,9 +222,11 @@ function loadRestorer(e: Engine, opts: RestoreCliOptions, s: Settings, say: (par
     controlnet: modelDir(opts.controlnet ?? DEFAULT_CONTROLNET, '--controlnet'),
   };
   const m = TrainingFreeRestorer.load(e, dirs, s.precision, say);
+  const positive = positivePrompt(s.prompt);
+  warnIfCut('--prompt: the positive prompt', positive, m.sd.tokenizer.tokenCount(positive), m.sd.tokenizer.contextLength);
   const vaeFactor = 2 ** (m.sd.vae.config.blockOut.length - 1);
   return {
-    multiple: vaeFactor * 2 ** (m.sd.unet.config.blockOut.length - 1),
+    multiple: vaeFactor,
     vaeFactor,
     run: async (e, lq, rgb, onStep) => {
       const r = await m.restore(e, lq, rgb, {
@@ -239,13 +256,19 @@ interface ImageResult {
 async function restore(inputs: string[], opts: RestoreCliOptions): Promise<number> {
   const s = parseSettings(opts, !!opts.model);
   if (opts.force && opts.skipExisting) throw new DrError('--force and --skip-existing contradict each other; choose one');
-  const listed = listImages(inputs);
+  const tree = listImageTree(inputs, !!opts.recursive);
+  const listed = tree.map((t) => t.file);
+  const rel = new Map(tree.map((t) => [t.file, t.rel]));
   // Without -o the outputs are NAME_restored.EXT beside the inputs: never inputs themselves,
   // so a rerun (--skip-existing) restores nothing twice.
   const files = opts.output === undefined ? listed.filter((f) => !path.parse(f).name.endsWith(RESTORED_SUFFIX)) : listed;
   if (files.length === 0) throw new DrError(`${listed[0]}: named *${RESTORED_SUFFIX}, an output of dr restore without -o; give -o to restore it again`);
   if (files.length < listed.length && !opts.json) process.stderr.write(`leaving out ${listed.length - files.length} images named *${RESTORED_SUFFIX} (outputs of dr restore)\n`);
-  const jobs = files.map((input) => ({ input, output: outputPathFor(input, opts.output, files.length > 1) }));
+  // -o is a folder when the whole run has several inputs, however few fall in this shard.
+  const shard = parseShard(opts.shard);
+  const mine = files.filter((f) => inShard(f, shard));
+  shardNote(shard, mine.length, files.length, opts.json);
+  const jobs = mine.map((input) => ({ input, output: mirrored(outputPathFor(input, opts.output, files.length > 1), rel.get(input)!, opts.output) }));
   // Every output checked before minutes of model loading: not an input, not a folder, in a writable folder.
   const inputFiles = new Inputs(files);
   const outputs = new Set<string>();
@@ -292,7 +315,7 @@ async function restoreAll(todo: { input: string; output: string }[], opts: Resto
       bar.tick();
     };
     const done = await batch.item(job.input, async () => {
-      const img = await loadImage(job.input);
+      const img = upscaled(await loadImage(job.input), s.upscale);
       checkSize(job.input, img, restorer.multiple);
       let restored: Float32Array;
       let scores: Score[];
@@ -304,7 +327,7 @@ async function restoreAll(todo: { input: string; output: string }[], opts: Resto
       } finally {
         bar?.stop();
       }
-      await saveImage(job.output, { width: img.width, height: img.height, rgb: restored, alpha: img.alpha }, { bitDepth: img.bitDepth, force: opts.force });
+      await saveImage(job.output, { width: img.width, height: img.height, rgb: restored, alpha: img.alpha }, { bitDepth: img.bitDepth, force: opts.force, quality: s.quality });
       return { img, scores, phases };
     });
     if (!done) continue;
@@ -327,6 +350,29 @@ async function restoreAll(todo: { input: string; output: string }[], opts: Resto
     }
   }
   return precision;
+}
+
+/** In an output folder, an image found in a subfolder of a --recursive input goes to the same subfolder. */
+function mirrored(out: string, rel: string, output: string | undefined): string {
+  const sub = path.dirname(rel);
+  if (output === undefined || sub === '.' || path.resolve(out) === path.resolve(output)) return out;
+  const dir = path.join(path.dirname(out), sub);
+  ensureDir(dir);
+  return path.join(dir, path.basename(out));
+}
+
+/**
+ * --upscale: the photo resized by k (sides truncated, as DiffBIR's int(side·k)) before restoration,
+ * alpha too; the denoiser's tiles keep large results within GPU memory.
+ */
+function upscaled(img: LoadedImage, k: number): LoadedImage {
+  if (k === 1) return img;
+  const [W, H] = [Math.trunc(img.width * k), Math.trunc(img.height * k)];
+  return {
+    ...img, width: W, height: H,
+    rgb: resizeBicubicPlanes(img.rgb, 3, img.width, img.height, W, H),
+    alpha: img.alpha && resizeBicubicPlanes(img.alpha, 1, img.width, img.height, W, H),
+  };
 }
 
 /** Reflect padding needs each side larger than its padding: below the multiple's half there is not enough image. */

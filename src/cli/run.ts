@@ -68,3 +68,11 @@ export function precisionOption(value: string | undefined): 'auto' | 'f32' | 'f1
   if (p !== 'auto' && p !== 'f32' && p !== 'f16') throw new DrError(`--precision: expected auto, f32 or f16, got "${p}"`);
   return p;
 }
+
+/** Help of --adapter, on every command that computes (main.ts hands the value to the device module as DR_ADAPTER). */
+export const ADAPTER_HELP = 'GPU adapter: its index or part of its name in `dr doctor --list` (default $DR_ADAPTER, else the high-performance one)';
+
+/** CLIP reads `limit` tokens of a text and drops the rest silently, as the pipelines do: say so once per text. */
+export function warnIfCut(what: string, text: string, tokens: number, limit: number): void {
+  if (tokens > limit) process.stderr.write(`dr: warning: ${what} "${text.length > 60 ? `${text.slice(0, 57)}...` : text}" is ${tokens} tokens; CLIP reads the first ${limit}, the rest is ignored\n`);
+}

@@ -73,7 +73,8 @@ export function getGpu(): Promise<Gpu> {
 async function acquire(): Promise<Gpu> {
   process.env.XDG_RUNTIME_DIR ??= '/tmp';
   Object.assign(globalThis, globals);
-  instance = create(dawnFlags());
+  const chosen = await chosenAdapter();
+  instance = create([...dawnFlags().filter((f) => !(chosen.backend && f.startsWith('backend='))), ...chosen.flags]);
   const gpu = instance;
   const adapter = await filterDawnNotices(() => gpu.requestAdapter({ powerPreference: 'high-performance' }));
   if (!adapter) throw new DrError(NO_ADAPTER_HELP);
@@ -93,8 +94,8 @@ async function acquire(): Promise<Gpu> {
     vendor: ai.vendor,
     architecture: ai.architecture,
     description: ai.description,
-    backend: process.env.DR_BACKEND ?? PLATFORM_BACKEND[process.platform] ?? 'default',
-    software: /llvmpipe|lavapipe|swiftshader|software/i.test(`${ai.architecture} ${ai.device} ${ai.description}`),
+    backend: chosen.backend ?? process.env.DR_BACKEND ?? PLATFORM_BACKEND[process.platform] ?? 'default',
+    software: isSoftware(ai),
     features: [...adapter.features].sort(),
     limits,
   };
@@ -106,3 +107,76 @@ async function acquire(): Promise<Gpu> {
     hasTimestamps: features.includes('timestamp-query'),
   };
 }
+
+/** An adapter Dawn can use, as its "Available adapters" list names it; `index` is what --adapter takes. */
+export interface AdapterEntry {
+  index: number;
+  name: string;
+  backend: string;
+}
+
+// Instances made to list and describe adapters, held for the same reason as `instance`.
+const probes: GPU[] = [];
+
+/**
+ * Every adapter Dawn offers under the current DR_BACKEND, in its order. WebGPU has no call that
+ * enumerates adapters, but dawn.node names them all when asked for one that does not exist.
+ */
+export async function listAdapters(): Promise<AdapterEntry[]> {
+  process.env.XDG_RUNTIME_DIR ??= '/tmp';
+  Object.assign(globalThis, globals);
+  const probe = create([...dawnFlags(), 'adapter=\u0001 (no adapter has this name)']);
+  probes.push(probe);
+  let message = '';
+  try {
+    await filterDawnNotices(() => probe.requestAdapter());
+  } catch (err) {
+    message = (err as Error).message ?? '';
+  }
+  const entries: AdapterEntry[] = [];
+  for (const m of message.matchAll(/^ \* backend: '([^']*)', name: '(.*)'$/gm)) entries.push({ index: entries.length, backend: m[1], name: m[2] });
+  return entries;
+}
+
+/**
+ * --adapter NAME|INDEX (the CLI puts it in DR_ADAPTER): the listed adapter at INDEX, or the first
+ * whose name contains NAME, as Dawn toggles (`adapter=` matches by name, so `backend=` is pinned too).
+ */
+async function chosenAdapter(): Promise<{ flags: string[]; backend?: string }> {
+  const spec = process.env.DR_ADAPTER;
+  if (spec === undefined || spec === '') return { flags: [] };
+  const all = await listAdapters();
+  const known = all.map((a) => `${a.index} '${a.name}' (${a.backend})`).join(', ') || 'none';
+  const a = /^\d+$/.test(spec) ? all[Number(spec)] : all.find((x) => x.name.includes(spec));
+  if (!a) {
+    const why = /^\d+$/.test(spec) ? 'no adapter with that index' : "no adapter's name contains it";
+    throw new DrError(`--adapter "${spec}": ${why} (adapters: ${known}; see dr doctor --list)`);
+  }
+  const first = all.find((b) => b.backend === a.backend && b.name.includes(a.name))!;
+  if (first !== a) throw new DrError(`--adapter ${spec}: adapters ${first.index} and ${a.index} share the name '${a.name}' and Dawn selects by name, so only ${first.index} can be chosen`);
+  return { flags: withBackend(a), backend: a.backend };
+}
+
+/** Toggles that select exactly this listed adapter (DR_BACKEND's own backend= toggle is replaced). */
+const withBackend = (a: AdapterEntry): string[] => [`backend=${a.backend}`, `adapter=${a.name}`];
+
+/** What `dr doctor --list` shows of each adapter: asked for by name, one instance each. */
+export async function describeAdapters(): Promise<(AdapterEntry & { description: string; vendor: string; software: boolean; features: string[] })[]> {
+  const out = [];
+  for (const a of await listAdapters()) {
+    const probe = create([...dawnFlags().filter((f) => !f.startsWith('backend=')), ...withBackend(a)]);
+    probes.push(probe);
+    const adapter = await filterDawnNotices(() => probe.requestAdapter()).catch(() => null);
+    const ai = adapter?.info;
+    out.push({
+      ...a,
+      description: ai?.description ?? '',
+      vendor: ai?.vendor ?? '',
+      software: !!ai && isSoftware(ai),
+      features: adapter ? [...adapter.features].sort() : [],
+    });
+  }
+  return out;
+}
+
+const isSoftware = (ai: GPUAdapterInfo): boolean => /llvmpipe|lavapipe|swiftshader|software/i.test(`${ai.architecture} ${ai.device} ${ai.description}`);

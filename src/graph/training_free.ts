@@ -22,6 +22,9 @@ import { scale } from '../engine/ops/elementwise.js';
 
 export const CLEAN_TEXT = 'a clean, sharp, high-quality photo';
 
+/** The positive prompt: the clean-photo text, then the user's words. */
+export const positivePrompt = (prompt?: string): string => (prompt ? `${CLEAN_TEXT}, ${prompt}` : CLEAN_TEXT);
+
 export interface TrainingFreeOptions {
   steps: number;
   seed: number;
@@ -80,7 +83,7 @@ export class TrainingFreeRestorer {
     const timer = new PhaseTimer(e);
     const { detected, scores } = await this.detect(e, rgb, o.threshold);
     await timer.end('clip');
-    const positive = o.prompt ? `${CLEAN_TEXT}, ${o.prompt}` : CLEAN_TEXT;
+    const positive = positivePrompt(o.prompt);
     const negative = detected.map((d) => d.text).join(', ');
     const context = e.keep(sd.encodePrompt(e, positive));
     const uncond = e.keep(sd.encodePrompt(e, negative));

@@ -25,26 +25,39 @@ function statOrThrow(p: string): fs.Stats {
   }
 }
 
-/** Files to process: each file as given, each directory expanded to its images (not recursive, sorted). */
-export function listImages(inputs: string[]): string[] {
-  const out: string[] = [];
+/** Files to process: each file as given, each directory expanded to its images (sorted; subfolders too with `recursive`). */
+export function listImages(inputs: string[], recursive = false): string[] {
+  return listImageTree(inputs, recursive).map((f) => f.file);
+}
+
+/**
+ * listImages with each file's path relative to the folder it was found in (its name for a file
+ * given itself), so outputs can mirror the subfolders of a --recursive input.
+ */
+export function listImageTree(inputs: string[], recursive = false): { file: string; rel: string }[] {
+  const out: { file: string; rel: string }[] = [];
   for (const input of inputs) {
     if (!statOrThrow(input).isDirectory()) {
-      out.push(input);
+      out.push({ file: input, rel: path.basename(input) });
       continue;
     }
-    const files = fs
-      .readdirSync(input, { withFileTypes: true })
-      .filter((e) => e.isFile() && isImagePath(e.name))
-      .map((e) => e.name)
-      .sort();
+    const files = imagesIn(input, '', recursive);
     if (files.length === 0) {
       const dir = input.endsWith('/') ? input : `${input}/`;
-      throw new DrError(`${dir}: no images (${IMAGE_EXTS.join(', ')})`);
+      throw new DrError(`${dir}: no images (${IMAGE_EXTS.join(', ')})${recursive ? '' : '; --recursive also looks in subfolders'}`);
     }
-    out.push(...files.map((f) => path.join(input, f)));
+    out.push(...files.map((rel) => ({ file: path.join(input, rel), rel })));
   }
   return out;
+}
+
+/** Image files under root/sub, sorted, each folder's files before its subfolders'; hidden folders (.git) skipped. */
+function imagesIn(root: string, sub: string, recursive: boolean): string[] {
+  const entries = fs.readdirSync(path.join(root, sub), { withFileTypes: true });
+  const files = entries.filter((e) => e.isFile() && isImagePath(e.name)).map((e) => path.join(sub, e.name)).sort();
+  if (!recursive) return files;
+  const dirs = entries.filter((e) => e.isDirectory() && !e.name.startsWith('.')).map((e) => e.name).sort();
+  return [...files, ...dirs.flatMap((d) => imagesIn(root, path.join(sub, d), true))];
 }
 
 /**

@@ -96,9 +96,9 @@ export function resizeBicubicU8(img: RgbImage, width: number, height: number): R
 }
 
 /**
- * The same bicubic on float planes [C, H, W] (Pillow's path for float images: the normalised
- * weights in double, float32 between the passes, no 8-bit rounding), so 16-bit photos and alpha
- * keep their precision. Values are clamped to [0, 1] as an 8-bit resize would.
+ * The same bicubic on float planes [C, H, W] in [0, 1]: the normalised weights in double, float32
+ * between the passes and no 8-bit rounding, so 16-bit photos and alpha keep their precision. Each
+ * pass clamps to [0, 1] as Pillow's integer-image passes clamp to their range.
  */
 export function resizeBicubicPlanes(planes: Float32Array, channels: number, width: number, height: number, outW: number, outH: number): Float32Array {
   const horizontal = coeffs(width, outW);
@@ -108,7 +108,7 @@ export function resizeBicubicPlanes(planes: Float32Array, channels: number, widt
   for (let c = 0; c < channels; c++) {
     const src = planes.subarray(c * width * height, (c + 1) * width * height);
     for (let y = 0; y < height; y++) {
-      for (let x = 0; x < outW; x++) tmp[y * outW + x] = tap(src, y * width, 1, horizontal, x);
+      for (let x = 0; x < outW; x++) tmp[y * outW + x] = Math.min(Math.max(tap(src, y * width, 1, horizontal, x), 0), 1);
     }
     for (let y = 0; y < outH; y++) {
       for (let x = 0; x < outW; x++) out[(c * outH + y) * outW + x] = Math.min(Math.max(tap(tmp, x, outW, vertical, y), 0), 1);

@@ -134,6 +134,11 @@ export class ClipTokenizer {
     return this.tokens(text).map((t) => this.vocab.get(t)!);
   }
 
+  /** Tokens `tokenize` would need for the whole text, start and end tokens included (more than contextLength: cut). */
+  tokenCount(text: string): number {
+    return this.encode(text).length + 2;
+  }
+
   /**
    * `[bos, ...ids, eos]`, cut like `clip.tokenize(truncate=True)` (to contextLength with the
    * last id replaced by eos) and padded with padId: eos by default as the diffusers /
