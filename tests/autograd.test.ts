@@ -171,7 +171,10 @@ describe('softmax backward and ops without one', () => {
 
   it('an op without a backward on a path to a param is an Error, not a silently missing gradient', () => {
     const w = e.upload(rand(12, 73), [3, 4]);
-    expect(() => grad(e, () => mse(e, mean(e, w, 1), e.zeros([3])), [w])).toThrow('mean has no backward');
+    const before = e.pool.stats.inUseBytes;
+    expect(() => grad(e, () => mse(e, mean(e, silu(e, w), 1), e.zeros([3])), [w])).toThrow('mean has no backward');
+    expect(e.pool.stats.inUseBytes).toBe(before); // what the tape had pinned (silu's input) is released
+    expect(e.tape).toBeUndefined();
     // Off the gradient path it runs as usual.
     const { grads } = grad(e, () => mse(e, silu(e, w), expandRows(mean(e, e.upload(rand(12, 74), [3, 4]), 1))), [w]);
     expect(grads[0]).toBeDefined();

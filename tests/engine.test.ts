@@ -123,6 +123,18 @@ describe('dispatch by name', () => {
   });
 });
 
+describe('tidy', () => {
+  it('releases what its scope created when fn throws (a failed forward leaks nothing)', () => {
+    const before = e.pool.stats.inUseBytes;
+    expect(() => e.tidy(() => {
+      e.tidy(() => e.empty([1000]));
+      e.empty([300]);
+      throw new Error('bad input');
+    })).toThrow('bad input');
+    expect(e.pool.stats.inUseBytes).toBe(before);
+  });
+});
+
 describe('ops added with the by-name API', () => {
   it('cast returns its input when the dtype already matches', () => {
     const t = e.upload(rand(5, 3), [5]);

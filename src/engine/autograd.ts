@@ -122,6 +122,9 @@ export function grad(e: Engine, fn: () => Tensor, params: readonly Tensor[]): Gr
   let loss: Tensor;
   try {
     loss = e.tidy(fn);
+  } catch (err) {
+    tape.releaseAll();
+    throw err;
   } finally {
     e.tape = undefined;
   }
@@ -167,13 +170,13 @@ export function checkpoint(e: Engine, fn: (...xs: Tensor[]) => Tensor, inputs: r
   e.record('checkpoint', inputs, y, inputs, (dy, needs) => {
     const inner = new Tape(e, inputs.filter((_, i) => needs[i]));
     e.tape = inner;
-    let out: Tensor;
     try {
-      out = e.tidy(() => fn(...inputs));
-    } finally {
-      e.tape = undefined;
-    }
-    try {
+      let out: Tensor;
+      try {
+        out = e.tidy(() => fn(...inputs));
+      } finally {
+        e.tape = undefined;
+      }
       const grads = new Map<Tensor, Tensor>();
       if (inner.requiresGrad(out)) {
         grads.set(base(out), dy.reshape(out.shape));

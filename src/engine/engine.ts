@@ -205,6 +205,10 @@ export class Engine {
     let result: T;
     try {
       result = fn();
+    } catch (err) {
+      // Nothing is returned: everything the scope created goes back to the pool.
+      for (const t of scope) this.release(t);
+      throw err;
     } finally {
       this.scopes.pop();
     }
