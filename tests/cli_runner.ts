@@ -15,9 +15,9 @@ export interface CliResult {
 }
 
 /** `dr ARGS...`, never throwing: the exit code comes back with the output; `user` runs it as another user (from root). */
-export async function runDr(args: string[], opts: { env?: NodeJS.ProcessEnv; user?: { uid: number; gid: number } } = {}): Promise<CliResult> {
+export async function runDr(args: string[], opts: { env?: NodeJS.ProcessEnv; user?: { uid: number; gid: number }; cwd?: string } = {}): Promise<CliResult> {
   try {
-    const { stdout, stderr } = await promisify(execFile)('node', [CLI, ...args], { maxBuffer: 64 << 20, env: opts.env, ...opts.user });
+    const { stdout, stderr } = await promisify(execFile)('node', [CLI, ...args], { maxBuffer: 64 << 20, env: opts.env, cwd: opts.cwd, ...opts.user });
     return { code: 0, stdout, stderr };
   } catch (err) {
     const e = err as CliResult;

@@ -16,15 +16,14 @@ import { named, trainSteps, type Stage } from '../src/graph/train/stage.js';
 import { Stage1, alphasCumprod } from '../src/graph/train/stage1.js';
 import { readUniPCConfig } from '../src/graph/sd/unipc.js';
 import { SafetensorsFile, writeSafetensors, type TensorToWrite } from '../src/weights/safetensors.js';
-import { dr, expectUserError } from './cli_runner.js';
-import { absMax, expectClose, FIXTURES } from './helpers.js';
+import { dr, expectUserError, runDr } from './cli_runner.js';
+import { absMax, expectClose, FIXTURES, REPO } from './helpers.js';
 
 const TRAIN = path.join(FIXTURES, 'train');
 const MODEL = path.join(TRAIN, 'dr-random');
 const IO = path.join(TRAIN, 'stage1_io.safetensors');
 const BASES = { sd: path.join(FIXTURES, 'sd-tiny'), clip: path.join(FIXTURES, 'clip-tiny') };
-// model_index.json names the bases relative to the project checkout; given explicitly here so the
-// test does not depend on how relative base paths are resolved.
+// dr-random's bases, given explicitly where the working folder is not the checkout's.
 const BASE_ARGS = ['--sd', BASES.sd, '--clip', BASES.clip];
 const LR = 1e-3;
 
@@ -52,7 +51,9 @@ describe('dr train --stage 1 reproduces stage1_io (2 AdamW steps, lr 1e-3, weigh
   const worst: Record<string, number> = {};
   beforeAll(async () => {
     const out = path.join(tmp, 'out.safetensors');
-    const r = await dr('train', '--stage', '1', '--model', MODEL, ...BASE_ARGS, '--batch-file', IO, '--dump', out, '--steps', '2', '--lr', '1e-3', '--weight-decay', '1e-2');
+    // The issue's command, from the checkout (dr-random's model_index.json names its bases relative to it).
+    const rel = (p: string): string => path.relative(REPO, p);
+    const r = await runDr(['train', '--stage', '1', '--model', rel(MODEL), '--batch-file', rel(IO), '--dump', out, '--steps', '2', '--lr', '1e-3', '--weight-decay', '1e-2'], { cwd: REPO });
     expect(r.code, r.stderr).toBe(0);
     got = SafetensorsFile.open(out);
   }, 600_000);

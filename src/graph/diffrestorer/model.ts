@@ -32,11 +32,14 @@ export interface DiffRestorerParts {
 
 /**
  * A recorded base model: a relative path is relative to the checkpoint folder (dr init writes
- * them so, starting ./ or ../); a repo id or an absolute path is returned as it is.
+ * them so, starting ./ or ../); a repo id or an absolute path is returned as it is. A relative
+ * path found only from the working folder is taken from there (checkpoints written by hand or
+ * by other tools, such as shared/fixtures/train/dr-random, record bases relative to the project).
  */
 function basePath(dir: string, spec: string): string {
   if (path.isAbsolute(spec)) return spec;
   const local = path.resolve(dir, spec);
+  if (!fs.existsSync(local) && fs.existsSync(spec)) return path.resolve(spec);
   return /^\.\.?\//.test(spec) || fs.existsSync(local) ? local : spec;
 }
 
