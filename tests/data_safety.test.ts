@@ -183,6 +183,16 @@ describe('interrupts', () => {
     expect(fs.readdirSync(outDir)).toEqual([]);
   });
 
+  it('SIGINT during dr init: no checkpoint and no temporary folder left', async () => {
+    const parent = at('init-parent');
+    fs.mkdirSync(parent);
+    const args = ['init', '--sd', SD, '--clip', CLIP, '--control-channels', '32,32,32,32', '-o', path.join(parent, 'ckpt')];
+    const r = await interrupt(args, () => fs.readdirSync(parent).length > 0, 'SIGINT');
+    expect(r.sent, r.out).toBe(true);
+    expect(r.code, r.out).toBe(130);
+    expect(fs.readdirSync(parent)).toEqual([]);
+  });
+
   it('a later run removes stale temporaries of its naming (their process is gone), not live ones', async () => {
     const out = at('stale');
     fs.mkdirSync(out);

@@ -33,7 +33,7 @@ beforeAll(async () => {
   e = await Engine.create();
   tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'dr-init-'));
   dir = path.join(tmp, 'fresh');
-  init(dir);
+  await init(dir);
 });
 afterAll(() => fs.rmSync(tmp, { recursive: true, force: true }));
 
@@ -47,20 +47,20 @@ describe('dr init checkpoint', () => {
     expect(fs.readdirSync(tmp)).toEqual(['fresh']); // no temporary folder left behind
   });
 
-  it('is reproducible from its seed, and the seed matters', () => {
+  it('is reproducible from its seed, and the seed matters', async () => {
     const again = path.join(tmp, 'again');
     const other = path.join(tmp, 'other');
-    init(again, 0);
-    init(other, 1);
+    await init(again, 0);
+    await init(other, 1);
     for (const f of ['prompt_processor/model.safetensors', 'control/model.safetensors', 'decoder/model.safetensors']) {
       expect(bytes(again, f).equals(bytes(dir, f)), f).toBe(true);
     }
     expect(bytes(other, 'prompt_processor/model.safetensors').equals(bytes(dir, 'prompt_processor/model.safetensors'))).toBe(false);
   });
 
-  it('refuses a non-empty output folder', () => {
-    expect(() => init(dir)).toThrow(DrError);
-    expect(() => init(dir)).toThrow(/exists and is not empty/);
+  it('refuses a non-empty output folder', async () => {
+    await expect(init(dir)).rejects.toThrow(DrError);
+    await expect(init(dir)).rejects.toThrow(/exists and is not empty/);
   });
 });
 

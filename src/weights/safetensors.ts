@@ -249,8 +249,8 @@ export function writeSafetensorsLazy(path: string, tensors: LazyTensorToWrite[],
   for (const _ of writeTensors(path, tensors, metadata, onTensor));
 }
 
-/** writeSafetensorsLazy that lets the event loop run after each tensor, so Ctrl-C is handled during a long conversion. */
-export async function writeSafetensorsYielding(path: string, tensors: LazyTensorToWrite[], metadata?: Record<string, string>, onTensor?: (bytes: number) => void): Promise<void> {
+/** writeSafetensors that lets the event loop run after each tensor, so Ctrl-C is handled during a long write. */
+export async function writeSafetensorsYielding(path: string, tensors: (TensorToWrite | LazyTensorToWrite)[], metadata?: Record<string, string>, onTensor?: (bytes: number) => void): Promise<void> {
   for (const _ of writeTensors(path, tensors, metadata, onTensor)) await new Promise<void>((resolve) => setImmediate(resolve));
 }
 

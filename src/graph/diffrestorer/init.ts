@@ -8,7 +8,7 @@ import path from 'node:path';
 import { beginTemp, commitTemp, dropTemp } from '../../atomic.js';
 import { DrError } from '../../errors.js';
 import { Checkpoint } from '../../weights/checkpoint.js';
-import { writeSafetensors, type TensorToWrite } from '../../weights/safetensors.js';
+import { writeSafetensorsYielding, type LazyTensorToWrite, type TensorToWrite } from '../../weights/safetensors.js';
 import { readClipConfig } from '../clip/model.js';
 import { ConfigFile } from '../config.js';
 import { defaultInit, type HostParam } from '../init.js';
@@ -33,7 +33,8 @@ export interface InitOptions {
 /** UNet parts the control network copies (diffusers' ControlNetModel.from_unet). */
 const COPIED_FROM_UNET = /^(conv_in|time_embedding|down_blocks|mid_block)\./;
 
-export function initDiffRestorer(o: InitOptions): void {
+/** Async only so that Ctrl-C is handled between tensors (writes yield to the event loop). */
+export async function initDiffRestorer(o: InitOptions): Promise<void> {
   if (fs.existsSync(o.out) && fs.readdirSync(o.out).length) throw new DrError(`${o.out}: exists and is not empty`);
   const sd = SdBase.open(o.sd);
   const unetDir = sd.dir('unet');
@@ -49,7 +50,7 @@ export function initDiffRestorer(o: InitOptions): void {
       degradationDim: 256, degradations: DEGRADATIONS, leakySlope: 0.01, eps: 1e-5,
     }));
     o.onProgress?.('prompt_processor');
-    writeInit(ppDir, new PromptProcessor(readPromptProcessorConfig(ppDir)), o.seed);
+    await writeInit(ppDir, new PromptProcessor(readPromptProcessorConfig(ppDir)), o.seed);
 
     // control/
     o.onProgress?.('control');
@@ -66,17 +67,17 @@ export function initDiffRestorer(o: InitOptions): void {
     const unet = sd.weights('unet') ?? Checkpoint.open(unetDir);
     try {
       const fresh = new Map([...defaultInit(control.network, o.seed + 1), ...defaultInit(control.decoder, o.seed + 2, 'control_decoder.')]);
-      const tensors: TensorToWrite[] = [];
+      const tensors: (TensorToWrite | LazyTensorToWrite)[] = [];
       for (const [name, param] of fresh) {
         if (COPIED_FROM_UNET.test(name)) {
           const info = unet.info(name);
-          tensors.push({ name, dtype: info.dtype, shape: info.shape, data: unet.readBytes(name) });
+          tensors.push({ name, dtype: info.dtype, shape: info.shape, read: () => unet.readBytes(name) });
         } else {
           const zero = /^controlnet_(down|mid)_block|^controlnet_cond_embedding\.conv_out\./.test(name);
           tensors.push(f32(name, param, zero));
         }
       }
-      writeSafetensors(path.join(ctlDir, 'model.safetensors'), tensors, { producer: 'dr init', seed: String(o.seed) });
+      await writeSafetensorsYielding(path.join(ctlDir, 'model.safetensors'), tensors, { producer: 'dr init', seed: String(o.seed) });
     } finally {
       unet.close();
     }
@@ -88,16 +89,16 @@ export function initDiffRestorer(o: InitOptions): void {
     const decoder = new DegradationAwareDecoder(readDecoderConfig(decDir));
     const vae = sd.weights('vae') ?? Checkpoint.open(vaeDir);
     try {
-      const tensors: TensorToWrite[] = [];
+      const tensors: (TensorToWrite | LazyTensorToWrite)[] = [];
       for (const [name, param] of defaultInit(decoder, o.seed + 3)) {
         if (name.startsWith('drbs.')) {
           tensors.push(f32(name, param, /\.(fuse|block\.conv2)\./.test(name)));
         } else {
           const info = vae.info(name);
-          tensors.push({ name, dtype: info.dtype, shape: info.shape, data: vae.readBytes(name) });
+          tensors.push({ name, dtype: info.dtype, shape: info.shape, read: () => vae.readBytes(name) });
         }
       }
-      writeSafetensors(path.join(decDir, 'model.safetensors'), tensors, { producer: 'dr init', seed: String(o.seed) });
+      await writeSafetensorsYielding(path.join(decDir, 'model.safetensors'), tensors, { producer: 'dr init', seed: String(o.seed) });
     } finally {
       vae.close();
     }
@@ -128,9 +129,9 @@ function writeJson(file: string, value: unknown): void {
 }
 
 /** Writes every param of `root` with its default init. */
-function writeInit(dir: string, root: Module, seed: number): void {
+async function writeInit(dir: string, root: Module, seed: number): Promise<void> {
   const tensors = [...defaultInit(root, seed)].map(([name, param]) => f32(name, param, false));
-  writeSafetensors(path.join(dir, 'model.safetensors'), tensors, { producer: 'dr init', seed: String(seed) });
+  await writeSafetensorsYielding(path.join(dir, 'model.safetensors'), tensors, { producer: 'dr init', seed: String(seed) });
 }
 
 /** A freshly initialised tensor, zeroed on request. */
