@@ -13,6 +13,8 @@ export interface Stage {
   readonly params: readonly (readonly [string, Param])[];
   /** One forward pass (run under `grad`): `loss`, the one-element total, and each `loss_<term>`. */
   losses(e: Engine): Record<string, Tensor>;
+  /** Runs after each AdamW step: trains what the stage trains alternately (stage 2's critic). */
+  afterStep?(e: Engine): void;
   /** Releases the batch tensors the stage holds. */
   dispose(e: Engine): void;
 }
@@ -55,7 +57,9 @@ export type DumpSink = (name: string, shape: readonly number[], data: Float32Arr
  * A parameter the loss does not reach has no gradient and is not stepped (torch skips it, weight
  * decay included); its dumped gradient is zeros. Returns the total loss of each step.
  */
-export async function trainSteps(e: Engine, stage: Stage, opts: AdamWOptions & { steps: number }, dump?: DumpSink): Promise<number[]> {
+export async function trainSteps(
+  e: Engine, stage: Stage, opts: AdamWOptions & { steps: number; onStep?: (n: number, loss: number) => void }, dump?: DumpSink,
+): Promise<number[]> {
   const tensors = stage.params.map(([, p]) => p.t);
   const opt = new AdamW(e, opts);
   const history: number[] = [];
@@ -69,6 +73,7 @@ export async function trainSteps(e: Engine, stage: Stage, opts: AdamWOptions & {
     try {
       const total = (await e.read(loss))[0];
       history.push(total);
+      opts.onStep?.(n, total);
       if (dump && n === 1) {
         dump('loss', [], Float32Array.of(total));
         for (const [name, t] of Object.entries(terms)) dump(name, [], await e.read(t));
@@ -79,6 +84,7 @@ export async function trainSteps(e: Engine, stage: Stage, opts: AdamWOptions & {
       }
       if (dump && n > 1) dump(`step${n - 1}.loss`, [], Float32Array.of(total));
       opt.step(tensors.flatMap((param, k) => (grads[k] ? [{ param, grad: grads[k]! }] : [])));
+      stage.afterStep?.(e);
     } finally {
       for (const t of [loss, ...grads, ...Object.values(terms)]) if (t) e.release(t);
     }
