@@ -183,14 +183,19 @@ describe('interrupts', () => {
     expect(fs.readdirSync(outDir)).toEqual([]);
   });
 
-  it('SIGINT during dr init: no checkpoint and no temporary folder left', async () => {
+  it('SIGINT during dr init --force over a checkpoint: the old checkpoint stays whole, no temporary folder is left', async () => {
     const parent = at('init-parent');
-    fs.mkdirSync(parent);
-    const args = ['init', '--sd', SD, '--clip', CLIP, '--control-channels', '32,32,32,32', '-o', path.join(parent, 'ckpt')];
-    const r = await interrupt(args, () => fs.readdirSync(parent).length > 0, 'SIGINT');
+    const ckpt = path.join(parent, 'ckpt');
+    const args = ['init', '--sd', SD, '--clip', CLIP, '--control-channels', '32,32,32,32', '-o', ckpt];
+    const made = await dr(...args);
+    expect(made.code, made.stderr).toBe(0);
+    const weights = path.join(ckpt, 'control/model.safetensors');
+    const before = bytesOf(weights);
+    const r = await interrupt([...args, '--seed', '1', '--force'], () => fs.readdirSync(parent).length > 1, 'SIGINT');
     expect(r.sent, r.out).toBe(true);
     expect(r.code, r.out).toBe(130);
-    expect(fs.readdirSync(parent)).toEqual([]);
+    expect(fs.readdirSync(parent)).toEqual(['ckpt']);
+    expect(bytesOf(weights).equals(before)).toBe(true);
   });
 
   it('a later run removes stale temporaries of its naming (their process is gone), not live ones', async () => {

@@ -60,9 +60,10 @@ async function init(opts: InitCliOptions): Promise<void> {
   const out = path.resolve(opts.output);
   // Before minutes of copying weights: not over its own base models, in a folder it may write.
   checkOutputFolder(opts.output, 'tree', new Inputs([sd, clip]));
-  if (opts.force && fs.existsSync(path.join(out, 'model_index.json'))) fs.rmSync(out, { recursive: true, force: true });
+  // The old checkpoint goes only when the new one is complete: a failed or interrupted run keeps it.
+  const replace = !!opts.force && fs.existsSync(path.join(out, 'model_index.json'));
   await initDiffRestorer({
-    sd, clip, sdSpec: specOf(opts.sd!, out), clipSpec: specOf(opts.clip!, out), out, seed, controlChannels,
+    sd, clip, sdSpec: specOf(opts.sd!, out), clipSpec: specOf(opts.clip!, out), out, replace, seed, controlChannels,
     onProgress: opts.json ? undefined : (part) => process.stderr.write(`writing ${part}\n`),
   });
   if (opts.json) process.stdout.write(`${JSON.stringify({ output: out, sd, clip }, null, 2)}\n`);

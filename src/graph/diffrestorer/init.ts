@@ -25,6 +25,8 @@ export interface InitOptions {
   sdSpec?: string; // as the user named them (folder or repo id), recorded in model_index.json
   clipSpec?: string;
   out: string;
+  /** Replace what is at `out` (an earlier checkpoint) once the new one is complete. */
+  replace?: boolean;
   seed: number;
   controlChannels?: number[];
   onProgress?: (part: string) => void;
@@ -35,7 +37,7 @@ const COPIED_FROM_UNET = /^(conv_in|time_embedding|down_blocks|mid_block)\./;
 
 /** Async only so that Ctrl-C is handled between tensors (writes yield to the event loop). */
 export async function initDiffRestorer(o: InitOptions): Promise<void> {
-  if (fs.existsSync(o.out) && fs.readdirSync(o.out).length) throw new DrError(`${o.out}: exists and is not empty`);
+  if (!o.replace && fs.existsSync(o.out) && fs.readdirSync(o.out).length) throw new DrError(`${o.out}: exists and is not empty`);
   const sd = SdBase.open(o.sd);
   const unetDir = sd.dir('unet');
   const vaeDir = sd.dir('vae');
