@@ -1,6 +1,7 @@
 // Features users reach for first (issue 11, items 12–17): probe texts with commas, restore
 // --upscale, any latent size, choosing the adapter, --shard, and flags consistent across commands.
 // CLI cases run the built dr (npm run build) on the tiny fixtures.
+import { spawnSync } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
@@ -16,7 +17,7 @@ import { inShard, parseShard } from '../src/cli/shard.js';
 import { firstRunOnAdapter } from '../src/engine/first_run.js';
 import { saveImage } from '../src/image/restore_io.js';
 import { SafetensorsFile, writeSafetensors } from '../src/weights/safetensors.js';
-import { dr, expectUserError, runDr } from './cli_runner.js';
+import { CLI, dr, expectUserError, runDr } from './cli_runner.js';
 import { absMax, expectClose, FIXTURES, rand, SHARED } from './helpers.js';
 
 const SD = path.join(FIXTURES, 'sd-tiny');
@@ -371,6 +372,20 @@ describe('consistent flags (item 17)', () => {
     const warnings = r.stderr.split('\n').filter((l) => l.includes('warning'));
     expect(warnings).toHaveLength(1);
     expect(warnings[0]).toMatch(/text "a noisy photo and .*\.\.\." is \d+ tokens; CLIP reads the first 77/);
+  });
+
+  // `script` (util-linux) gives dr a terminal: the note is for people, like the progress bars.
+  it.skipIf(spawnSync('script', ['--version']).status !== 0)('on a terminal, the first run that computes says shaders are being compiled; the next does not', () => {
+    const env = { ...process.env, DR_CACHE_DIR: path.join(tmp, 'tty-cache') };
+    const probe = ['node', CLI, 'probe', PHOTO, '--model', CLIP, '--texts', 'a,b'].map((x) => `'${x}'`).join(' ');
+    const run = () => spawnSync('script', ['-qec', probe, '/dev/null'], { env, encoding: 'utf8' });
+    const first = run();
+    expect(first.status, first.stdout).toBe(0);
+    expect(first.stdout).toMatch(/dr: first run on .*: the GPU driver compiles dr's shaders/);
+    const second = run();
+    expect(second.status, second.stdout).toBe(0);
+    expect(second.stdout).not.toContain('first run');
+    expect(second.stdout).toContain(PHOTO);
   });
 
   it('the shader note: shown on the first run of these kernels on an adapter, not again', () => {
