@@ -306,3 +306,33 @@ export function crossEntropyRef(logits: ArrayLike<number>, labels: ArrayLike<num
   }
   return s / B;
 }
+
+/**
+ * pix2pix's NLayerDiscriminator in f64 (src/graph/train/discriminator.ts): 4×4 convs with padding 1,
+ * stride 2 for the first nLayers, then two stride-1 convs; instance norm (affine) after every conv
+ * but the first and the last; LeakyReLU after every conv but the last. w(key) gives `model.N.*`.
+ */
+export function patchGanRef(w: (key: string) => ArrayLike<number>, x: ArrayLike<number>, inShape: number[],
+  nLayers: number, eps: number, slope: number): { values: Float64Array; shape: number[] } {
+  let shape = inShape;
+  let values: Float64Array = Float64Array.from(x);
+  let index = 0;
+  for (let l = 0; l <= nLayers + 1; l++) {
+    const [stride, norm, act] = [l < nLayers ? 2 : 1, l > 0 && l <= nLayers, l <= nLayers];
+    const conv = index++;
+    const wt = w(`model.${conv}.weight`);
+    const Cout = wt.length / (shape[1] * 16);
+    const r = conv2dRef(values, wt, w(`model.${conv}.bias`), shape, [Cout, shape[1], 4, 4], stride, 1);
+    shape = [shape[0], Cout, r.Ho, r.Wo];
+    values = r.y;
+    if (norm) {
+      const n = index++;
+      values = groupNormRef(values, shape[0], Cout, r.Ho * r.Wo, Cout, w(`model.${n}.weight`), w(`model.${n}.bias`), eps);
+    }
+    if (act) {
+      values = values.map((v) => (v > 0 ? v : slope * v));
+      index++;
+    }
+  }
+  return { values, shape };
+}

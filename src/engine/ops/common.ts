@@ -5,7 +5,7 @@ import type { Tensor } from '../tensor.js';
 export const MAX_DIMS = 8;
 
 /** Activation codes shared with activations.wgsl (sqrt/rsqrt: elementwise maths on the same path). */
-export const ACT = { none: 0, gelu: 1, quick_gelu: 2, silu: 3, sigmoid: 4, leaky_relu: 5, relu: 6, sqrt: 7, rsqrt: 8 } as const;
+export const ACT = { none: 0, gelu: 1, quick_gelu: 2, silu: 3, sigmoid: 4, leaky_relu: 5, relu: 6, sqrt: 7, rsqrt: 8, softplus: 9 } as const;
 export type Activation = keyof typeof ACT;
 
 /** The activations a model config (hidden_act, act_fn) may name. */

@@ -25,6 +25,7 @@ export const sigmoid = (e: Engine, x: Tensor): Tensor => unary(e, x, 'sigmoid');
 export const relu = (e: Engine, x: Tensor): Tensor => unary(e, x, 'relu');
 export const sqrt = (e: Engine, x: Tensor): Tensor => unary(e, x, 'sqrt');
 export const rsqrt = (e: Engine, x: Tensor): Tensor => unary(e, x, 'rsqrt');
+export const softplus = (e: Engine, x: Tensor): Tensor => unary(e, x, 'softplus');
 export const leakyRelu = (e: Engine, x: Tensor, slope = 0.01): Tensor => unary(e, x, 'leaky_relu', { alpha: slope });
 export const scale = (e: Engine, x: Tensor, s: number, shift = 0): Tensor => unary(e, x, 'none', { scale: s, shift });
 

@@ -2,7 +2,8 @@ import type { Engine } from '../engine.js';
 import type { Tensor } from '../tensor.js';
 import { grid } from '../engine.js';
 import { assertShape, elementwiseGrid } from './common.js';
-import { scale, sumTo } from './elementwise.js';
+import { expand } from './copy.js';
+import { scale, softplus, sumTo } from './elementwise.js';
 import { squaredDiffPartials } from './sq_diff.js';
 
 // Scalar training losses (shape [], f32) and their gradients. The dloss arguments are the
@@ -57,4 +58,20 @@ export function crossEntropyBackward(e: Engine, logits: Tensor, labels: Tensor, 
   const workgroups = grid(Math.ceil(B / 64));
   e.run({ kernel: 'cross_entropy_back', bindings: { logits, labels, dloss, dlogits }, params: { B, C, groupsX: workgroups[0] }, workgroups });
   return dlogits;
+}
+
+/** mean(x) over all elements, a scalar f32; its backward spreads dloss / n over x's shape. */
+export function meanAll(e: Engine, x: Tensor): Tensor {
+  const loss = e.tidy(() => scale(e, sumTo(e, x, []), 1 / x.size));
+  e.record('meanAll', [x], loss, [], (dloss) => [expand(e, scale(e, dloss, 1 / x.size).reshape(x.shape.map(() => 1)), [...x.shape])]);
+  return loss;
+}
+
+/**
+ * Binary cross-entropy of logits against an all-`target` label, averaged (PyTorch's
+ * BCEWithLogitsLoss with a constant target, the GAN loss of pix2pix's 'vanilla' mode):
+ * mean(softplus(−x)) for target 1, mean(softplus(x)) for target 0.
+ */
+export function bceWithLogits(e: Engine, logits: Tensor, target: 0 | 1): Tensor {
+  return e.tidy(() => meanAll(e, softplus(e, target === 1 ? scale(e, logits, -1) : logits)));
 }

@@ -1,6 +1,6 @@
 // Activation functions shared by the unary kernel and fused matmul/conv epilogues.
 // Codes: 0 none, 1 gelu (erf), 2 quick_gelu, 3 silu, 4 sigmoid, 5 leaky_relu(alpha), 6 relu,
-// 7 sqrt, 8 rsqrt (1/sqrt).
+// 7 sqrt, 8 rsqrt (1/sqrt), 9 softplus.
 
 // erf from the complementary error function's Chebyshev fit (Numerical Recipes
 // erfcc): relative error below 1.2e-7 everywhere, so GELU matches PyTorch's exact
@@ -28,6 +28,8 @@ fn activate(x: f32, act: u32, alpha: f32) -> f32 {
     case 6u: { return max(x, 0.0); }
     case 7u: { return sqrt(x); }
     case 8u: { return inverseSqrt(x); }
+    // log(1 + e^x) without overflow: max(x, 0) + log(1 + e^−|x|).
+    case 9u: { return max(x, 0.0) + log(1.0 + exp(-abs(x))); }
     default: { return x; }
   }
 }

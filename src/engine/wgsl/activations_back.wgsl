@@ -13,6 +13,7 @@ fn activate_grad(x: f32, act: u32, alpha: f32) -> f32 {
     case 6u: { return select(0.0, 1.0, x > 0.0); }
     case 7u: { return 0.5 / sqrt(x); }
     case 8u: { return -0.5 / (x * sqrt(x)); }
+    case 9u: { return sigmoid_f32(x); }
     default: { return 1.0; }
   }
 }

@@ -94,6 +94,14 @@ export class NLayerDiscriminator extends Module {
     return d;
   }
 
+  /** A fresh critic on the GPU, f32: PyTorch's default init, seeded (the weights initDiscriminator writes). */
+  static init(e: Engine, cfg: DiscriminatorConfig, seed: number): NLayerDiscriminator {
+    const d = new NLayerDiscriminator(cfg);
+    const init = defaultInit(d, seed);
+    for (const [name, p] of d.namedParams()) p.value = e.createWeight(new Uint8Array(init.get(name)!.values.buffer), p.shape, 'f32');
+    return d;
+  }
+
   get dtype(): DType {
     return this.model.layers[0].conv.weight.t.dtype;
   }
