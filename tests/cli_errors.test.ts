@@ -58,6 +58,12 @@ describe('user-reachable input gives a DrError line, never an internal error (it
     expectUserError(r, 'HF_ENDPOINT: "ftp://mirror" is not an http(s) URL');
   });
 
+  it('HF_HUB_CACHE naming a file (every cache path below it is ENOTDIR)', async () => {
+    const file = await png(at('cache-file.png'), 8, 8);
+    const r = await runDr(['probe', file, '--model', 'org/name'], { env: { ...process.env, HF_HUB_CACHE: file } });
+    expectUserError(r, `org/name: not a folder and not in the Hugging Face cache (${file}/models--org--name)`);
+  });
+
   it('dr init into a folder that refuses the write (sysfs: writable to root by its mode, refused by the kernel)', async () => {
     const r = await dr('init', '--sd', SD, '--clip', CLIP, '--control-channels', '32,32,32,32', '-o', '/sys/dr-errors-test');
     expectUserError(r, '/sys');
@@ -201,6 +207,11 @@ describe('dr init records base models as given (item 10)', () => {
     fs.cpSync(ckpt, at('elsewhere', 'dr-fresh'), { recursive: true });
     fs.symlinkSync(SD, at('elsewhere', 'sd15'));
     expect(readModelIndex(at('elsewhere', 'dr-fresh')).sd).toBe(at('elsewhere', 'sd15'));
+    // moved without it: the error says where the path was recorded
+    fs.cpSync(ckpt, at('alone', 'dr-fresh'), { recursive: true });
+    const photo = await png(at('alone', 'a.png'), 24, 24);
+    const r2 = await dr('restore', photo, '-o', at('alone', 'out.png'), '--model', at('alone', 'dr-fresh'));
+    expectUserError(r2, `${at('alone', 'sd15')}: no such model folder`, `(the base model recorded in ${at('alone', 'dr-fresh', 'model_index.json')}; --sd gives another)`);
     expect((await dr('init', '--help')).stdout).toContain('relative path (given relative to the current folder) relative to the checkpoint');
   });
 });

@@ -204,7 +204,19 @@ function loadRestorer(e: Engine, opts: RestoreCliOptions, s: Settings, say: (par
   if (opts.model) {
     const dir = modelDir(opts.model, '--model');
     const index = readModelIndex(dir);
-    const bases = { sd: sdModel(opts.sd ?? index.sd, '--sd'), clip: modelDir(opts.clip ?? index.clip, '--clip') };
+    // A base model taken from model_index.json that is not there says where it was recorded.
+    const recorded = (option: string, spec: string, find: (spec: string, option: string) => string): string => {
+      try {
+        return find(spec, option);
+      } catch (err) {
+        if (err instanceof DrError) throw new DrError(`${err.message} (the base model recorded in ${path.join(dir, 'model_index.json')}; ${option} gives another)`);
+        throw err;
+      }
+    };
+    const bases = {
+      sd: opts.sd !== undefined ? sdModel(opts.sd, '--sd') : recorded('--sd', index.sd, sdModel),
+      clip: opts.clip !== undefined ? modelDir(opts.clip, '--clip') : recorded('--clip', index.clip, modelDir),
+    };
     const m = DiffRestorer.load(e, dir, bases, s.precision, (part) => say(part));
     const vaeFactor = 2 ** (m.vae.config.blockOut.length - 1);
     return {

@@ -33,7 +33,14 @@ export function hubCacheDir(): string {
 
 export const repoCacheDir = (repo: string): string => path.join(hubCacheDir(), `models--${repo.replace('/', '--')}`);
 
-const isDir = (p: string): boolean => fs.statSync(p, { throwIfNoEntry: false })?.isDirectory() ?? false;
+// Not only a missing path: HF_HUB_CACHE naming a file makes every path below it ENOTDIR.
+function isDir(p: string): boolean {
+  try {
+    return fs.statSync(p).isDirectory();
+  } catch {
+    return false;
+  }
+}
 
 /** Revisions become paths under refs/ (e.g. refs/pr/1): no way out of it. */
 function checkRevision(revision: string): void {
