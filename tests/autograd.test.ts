@@ -207,8 +207,10 @@ describe('tape bookkeeping', () => {
 
   it('a param the loss does not depend on gets undefined (torch: None); a loss with several elements is an Error', () => {
     const [w, unused] = [e.upload(rand(4, 32), [4]), e.upload(rand(4, 33), [4])];
-    const { grads } = grad(e, () => mse(e, silu(e, w), e.zeros([4])), [w, unused]);
+    const { grads, stats } = grad(e, () => mse(e, silu(e, w), e.zeros([4])), [w, unused]);
     expect(grads[0]).toBeDefined();
+    // Two ops taped; kept for the backward: silu's output and the zeros (mse's operands), not w (a param).
+    expect(stats).toEqual({ nodes: 2, savedBytes: 2 * 4 * 4 });
     expect(grads[1]).toBeUndefined();
     expect(() => grad(e, () => silu(e, w), [w])).toThrow('grad: the loss must have one element');
   });
@@ -255,19 +257,20 @@ describe('activation checkpointing', () => {
     const run = async (useCheckpoint: boolean) => {
       let pinned = 0;
       const before = e.pool.stats.inUseBytes;
-      const { loss, grads } = grad(e, () => {
+      const { loss, grads, stats } = grad(e, () => {
         const h = linear(e, x, w1, undefined, 'silu');
         const y = useCheckpoint ? checkpoint(e, block, [h, w2, b2]) : e.tidy(() => block(h, w2, b2));
         const l = mse(e, block(y, w2, b2), target); // w2, b2 also used outside: gradients add up
         pinned = e.pool.stats.inUseBytes - before;
         return l;
       }, [w1, w2, b2]);
-      const out = { loss: (await e.read(loss))[0], grads: await readAll(grads), pinned };
+      const out = { loss: (await e.read(loss))[0], grads: await readAll(grads), pinned, savedBytes: stats.savedBytes };
       for (const t of [loss, ...grads]) e.release(t!);
       return out;
     };
     const plain = await run(false);
     const ckpt = await run(true);
+    expect(ckpt.savedBytes).toBeLessThan(plain.savedBytes);
     expect(ckpt.loss).toBe(plain.loss);
     // The recomputation runs the same kernels on the same data: bit-identical gradients.
     ckpt.grads.forEach((g, k) => expect(Array.from(g)).toEqual(Array.from(plain.grads[k])));

@@ -88,6 +88,13 @@ export class Tape {
     }
   }
 
+  /** Bytes of the saved tensors the tape owns (the activations kept for the backward). */
+  get pinnedBytes(): number {
+    let n = 0;
+    for (const b of this.pins.keys()) n += b.byteLength;
+    return n;
+  }
+
   isPinned(t: Tensor): boolean {
     const b = base(t);
     return this.pins.has(b) || this.borrowed.has(b) || this.requires.has(b);
@@ -106,6 +113,8 @@ export interface GradResult {
   loss: Tensor;
   /** d loss / d param per param, shaped like it; undefined where the loss does not depend on it (torch's None). */
   grads: (Tensor | undefined)[];
+  /** Ops recorded, and the bytes of activations the tape kept from the forward for the backward. */
+  stats: { nodes: number; savedBytes: number };
 }
 
 /**
@@ -130,6 +139,7 @@ export function grad(e: Engine, fn: () => Tensor, params: readonly Tensor[]): Gr
   }
   e.takeFromScopes(base(loss));
   tape.disown(loss);
+  const stats = { nodes: tape.nodes.length, savedBytes: tape.pinnedBytes };
   try {
     if (loss.size !== 1) throw new Error(`grad: the loss must have one element, got ${loss}`);
     const grads = new Map<Tensor, Tensor>();
@@ -138,7 +148,7 @@ export function grad(e: Engine, fn: () => Tensor, params: readonly Tensor[]): Gr
       e.takeFromScopes(grads.get(base(loss))!);
       backward(e, tape, grads);
     }
-    return { loss, grads: params.map((p) => owning(grads.get(base(p)), p.shape)) };
+    return { loss, grads: params.map((p) => owning(grads.get(base(p)), p.shape)), stats };
   } finally {
     tape.releaseAll();
   }
