@@ -300,6 +300,38 @@ describe('the adversarial term', () => {
   }, 600_000);
 });
 
+describe('dr train --stage 2 --adv-weight: a fresh pix2pix critic', () => {
+  it('NLayerDiscriminator.init holds the weights initDiscriminator writes for the seed', async () => {
+    const cfg: DiscriminatorConfig = { inChannels: 3, ndf: 4, nLayers: 3, eps: 1e-5, slope: 0.2 };
+    const dir = path.join(tmp, 'init-5');
+    initDiscriminator(dir, cfg, 5);
+    const f = SafetensorsFile.open(path.join(dir, 'model.safetensors'));
+    try {
+      for (const [name, p] of NLayerDiscriminator.init(e, cfg, 5).namedParams()) expect(await e.read(p.t), name).toEqual(f.readF32(name));
+    } finally {
+      f.close();
+    }
+  });
+
+  it('one step with the paper\'s weight 0.001: loss_adv is dumped and L = L_mse + 0.1·L_per + 0.001·L_adv', async () => {
+    const out = path.join(tmp, 'adv.safetensors');
+    const r = await dr('train', '--stage', '2', '--model', MODEL, '--sd', BASES.sd, '--clip', BASES.clip, '--batch-file', IO, '--vgg', VGG,
+      '--dump', out, '--steps', '1', '--lr', '1e-3', '--adv-weight', '0.001');
+    expect(r.code, r.stderr).toBe(0);
+    const got = SafetensorsFile.open(out);
+    try {
+      const v = (k: string): number => got.readF32(k)[0];
+      // The generator's terms do not depend on the critic: the fixture's (rtol 1e-4).
+      expectClose([v('loss_mse'), v('loss_per')], [ref.readF32('loss_mse')[0], ref.readF32('loss_per')[0]], 1e-4, 0);
+      // A fresh critic's logits are near 0: L_adv near log 2.
+      expect(Math.abs(v('loss_adv') - Math.LN2)).toBeLessThan(0.5);
+      expectClose([v('loss')], [v('loss_mse') + 0.1 * v('loss_per') + 0.001 * v('loss_adv')], 1e-6, 0);
+    } finally {
+      got.close();
+    }
+  }, 600_000);
+});
+
 describe('dr train --stage 2: bad input is a one-line error', () => {
   const args = (...more: string[]): string[] => ['train', '--stage', '2', '--model', MODEL, '--sd', BASES.sd, '--clip', BASES.clip,
     '--batch-file', IO, '--dump', path.join(tmp, 'bad-out.safetensors'), ...more];
