@@ -9,7 +9,8 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { degrade, parseSpec } from '../src/degrade/degrade.js';
 import { DrError } from '../src/errors.js';
 import { clipPixelValues, readClipImageConfig } from '../src/graph/clip/preprocess.js';
-import { batchTensors, dataSourceFromCli, parseChain, TrainData, type DataOptions, type DataSource, type TrainBatch } from '../src/graph/train/data.js';
+import { batchReader, batchTensors, dataSourceFromCli, parseChain, TrainData, type DataOptions, type DataSource, type TrainBatch } from '../src/graph/train/data.js';
+import { batchIndices, batchTensor } from '../src/graph/train/stage.js';
 import { loadRgb, type RgbImage } from '../src/image/load.js';
 import { SafetensorsFile, writeSafetensors } from '../src/weights/safetensors.js';
 import { FIXTURES, SHARED } from './helpers.js';
@@ -188,6 +189,15 @@ describe('batches', () => {
     } finally {
       f.close();
     }
+  });
+  it('serves a batch from memory as the stages read a --batch-file', async () => {
+    const b = await TrainData.open(options(synthetic(), { prefetch: false })).next();
+    const r = batchReader(b);
+    expect(Buffer.from(batchTensor(r as SafetensorsFile, 'pixels_lq', [3, 3, 64, 64], 'I_LQ').data.buffer).equals(Buffer.from(b.pixels_lq.data.buffer))).toBe(true);
+    expect(batchIndices(r as SafetensorsFile, 'labels', 3, 8, 'classes')).toEqual(b.labels);
+    expect(r.info('noise')).toMatchObject({ dtype: 'F32', shape: [3, 4, 8, 8] });
+    expect(() => r.info('p_d')).toThrow(/training batch at epoch 0, image 0: no tensor named "p_d"/);
+    expect(() => batchIndices(r as SafetensorsFile, 'timesteps', 3, 10, 'timesteps')).toThrow(/training batch.*"timesteps"\[\d\] is \d+, expected 0\.\.9/);
   });
 });
 

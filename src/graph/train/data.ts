@@ -17,7 +17,7 @@ import { degrade, parseSpec, type Step } from '../../degrade/degrade.js';
 import { Rng } from '../../degrade/prng.js';
 import { checkImageFile, listImageTree, loadRgb, unreadable, type RgbImage } from '../../image/load.js';
 import { resizeBicubicU8 } from '../../image/resize.js';
-import type { TensorToWrite } from '../../weights/safetensors.js';
+import type { SafetensorsFile, TensorToWrite } from '../../weights/safetensors.js';
 import { clipPixelValues, type ClipImageConfig } from '../clip/preprocess.js';
 import { DEGRADATIONS } from '../diffrestorer/prompt_processor.js';
 
@@ -398,6 +398,37 @@ export function batchTensors(b: TrainBatch): TensorToWrite[] {
     f32('pixels_hq', b.pixels_hq), f32('pixels_lq', b.pixels_lq), f32('clip_pixel_values', b.clip_pixel_values), f32('noise', b.noise),
     i64('labels', b.labels), i64('timesteps', b.timesteps),
   ];
+}
+
+/** The reading side of a `--batch-file` that the stages' `batchTensor`/`batchIndices` use. */
+export type BatchReader = Pick<SafetensorsFile, 'path' | 'info' | 'readF32' | 'readInt32'>;
+
+/** A batch served as if read from its `--batch-file` (no file written): what a stage built from a file takes. */
+export function batchReader(b: TrainBatch): BatchReader {
+  const where = `training batch at epoch ${b.from.epoch}, image ${b.from.index}`;
+  const tensors = new Map(batchTensors(b).map((t) => [t.name, t]));
+  const get = (name: string): TensorToWrite => {
+    const t = tensors.get(name);
+    if (!t) throw new DrError(`${where}: no tensor named "${name}"`);
+    return t;
+  };
+  return {
+    path: where,
+    info: (name) => {
+      const t = get(name);
+      return { name, dtype: t.dtype, shape: [...t.shape], byteLength: t.data.byteLength, file: where, fileOffset: 0 };
+    },
+    readF32: (name) => {
+      const t = get(name);
+      if (!(t.data instanceof Float32Array)) throw new DrError(`${where}: tensor "${name}" is ${t.dtype}, not F32`);
+      return t.data.slice();
+    },
+    readInt32: (name) => {
+      const t = get(name);
+      if (t.dtype !== 'I64') throw new DrError(`${where}: tensor "${name}" is ${t.dtype}, not an integer tensor`);
+      return Int32Array.from(t.data as BigInt64Array, (v) => Number(v));
+    },
+  };
 }
 
 /** Width and height as displayed (EXIF orientation applied), from the header only. */
