@@ -209,17 +209,23 @@ describe('small and unreadable images', () => {
     await writePng(path.join(dir, 'b.png'), pattern(64, 100, 2));
     await writePng(path.join(dir, 'small.png'), pattern(40, 30, 3));
     fs.writeFileSync(path.join(dir, 'broken.png'), 'not a png at all');
+    // A valid header (its size reads) over truncated pixel data: fails only when decoded.
+    const whole = fs.readFileSync(path.join(dir, 'a.png'));
+    fs.writeFileSync(path.join(dir, 'truncated.png'), whole.subarray(0, Math.floor(whole.length / 2)));
   });
 
-  it('upscales an image smaller than the crop, skips an unreadable one with one warning, and counts both', async () => {
+  it('upscales an image smaller than the crop, skips unreadable ones (garbage, truncated pixels) with one warning each, and counts them', async () => {
     const warnings: string[] = [];
     const data = TrainData.open(options(synthetic(['blur:1'], [dir]), { batch: 4, warn: (l) => warnings.push(l) }));
     const all = await batches(data, 4);
     const files = all.flatMap((b) => b.sources.map((s) => path.basename(s.split(' ')[0])));
     expect(files.length).toBe(16);
     expect(new Set(files)).toEqual(new Set(['a.png', 'b.png', 'small.png']));
-    expect(warnings).toEqual([expect.stringMatching(/^dr: skipping .*broken\.png: not a readable image/)]);
-    expect(data.stats()).toEqual({ upscaled: 1, skippedSmall: 0, bad: 1 });
+    expect(warnings.sort()).toEqual([
+      expect.stringMatching(/^dr: skipping .*broken\.png: not a readable image/),
+      expect.stringMatching(/^dr: skipping .*truncated\.png: not a readable image/),
+    ]);
+    expect(data.stats()).toEqual({ upscaled: 1, skippedSmall: 0, bad: 2 });
     // The upscaled one is the bicubic 85×64 image (short side to 64), cropped.
     const i = files.indexOf('small.png');
     const b = all[Math.floor(i / 4)];
@@ -233,7 +239,7 @@ describe('small and unreadable images', () => {
     const data = TrainData.open(options(synthetic(['blur:1'], [dir]), { batch: 4, small: 'skip' }));
     const files = (await batches(data, 3)).flatMap((b) => b.sources.map((s) => path.basename(s.split(' ')[0])));
     expect(new Set(files)).toEqual(new Set(['a.png', 'b.png']));
-    expect(data.stats()).toEqual({ upscaled: 0, skippedSmall: 1, bad: 1 });
+    expect(data.stats()).toEqual({ upscaled: 0, skippedSmall: 1, bad: 2 });
   });
 
   it('refuses data with no usable image instead of looping', async () => {
