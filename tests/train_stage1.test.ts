@@ -129,26 +129,32 @@ describe('schedule', () => {
   });
 });
 
+/** Sample 1 of the fixture cropped to 32×48 (latent 4×6: odd sides at the lower levels), as a batch file of its own. */
+function smallBatch(): string {
+  const [H, W] = [32, 48];
+  const crop = (name: string, h: number, w: number): TensorToWrite => {
+    const [, C, Hs, Ws] = ref.info(name).shape;
+    const x = ref.readF32(name);
+    const out = new Float32Array(C * h * w);
+    for (let c = 0; c < C; c++) for (let y = 0; y < h; y++) for (let i = 0; i < w; i++) out[(c * h + y) * w + i] = x[((C + c) * Hs + y) * Ws + i];
+    return { name, dtype: 'F32', shape: [1, C, h, w], data: out };
+  };
+  const second = (name: string): TensorToWrite => {
+    const { shape } = ref.info(name);
+    const x = ref.readF32(name);
+    return { name, dtype: 'F32', shape: [1, ...shape.slice(1)], data: x.subarray(x.length / 2) };
+  };
+  const ints = (name: string): TensorToWrite => ({ name, dtype: 'I32', shape: [1], data: ref.readInt32(name).subarray(1) });
+  const file = path.join(tmp, 'small.safetensors');
+  if (!fs.existsSync(file)) {
+    writeSafetensors(file, [crop('pixels_hq', H, W), crop('pixels_lq', H, W), crop('noise', H / 8, W / 8), second('clip_pixel_values'), ints('labels'), ints('timesteps')]);
+  }
+  return file;
+}
+
 describe('f16 frozen modules (CLIP, UNet, VAE)', () => {
   it('give every gradient within 3e-2·max of the f32 run (batch of 1 at 32×48, other than the fixture)', async () => {
-    // Sample 1 of the fixture cropped to 32×48 (latent 4×6: odd sides at the lower levels).
-    const [H, W] = [32, 48];
-    const crop = (name: string, h: number, w: number): TensorToWrite => {
-      const [, C, Hs, Ws] = ref.info(name).shape;
-      const x = ref.readF32(name);
-      const out = new Float32Array(C * h * w);
-      for (let c = 0; c < C; c++) for (let y = 0; y < h; y++) for (let i = 0; i < w; i++) out[(c * h + y) * w + i] = x[((C + c) * Hs + y) * Ws + i];
-      return { name, dtype: 'F32', shape: [1, C, h, w], data: out };
-    };
-    const second = (name: string): TensorToWrite => {
-      const { shape } = ref.info(name);
-      const x = ref.readF32(name);
-      return { name, dtype: 'F32', shape: [1, ...shape.slice(1)], data: x.subarray(x.length / 2) };
-    };
-    const ints = (name: string): TensorToWrite => ({ name, dtype: 'I32', shape: [1], data: ref.readInt32(name).subarray(1) });
-    const file = path.join(tmp, 'small.safetensors');
-    writeSafetensors(file, [crop('pixels_hq', H, W), crop('pixels_lq', H, W), crop('noise', H / 8, W / 8), second('clip_pixel_values'), ints('labels'), ints('timesteps')]);
-
+    const file = smallBatch();
     const e = await Engine.create();
     const batch = SafetensorsFile.open(file);
     const grads: Float32Array[][] = [];
@@ -182,6 +188,37 @@ describe('f16 frozen modules (CLIP, UNet, VAE)', () => {
     });
     console.log(`f16 vs f32 frozen modules: loss ${losses[1]} vs ${losses[0]}, worst gradient ${worstF16.toExponential(2)}·max`);
   }, 600_000);
+});
+
+describe('dr train on a fresh dr init checkpoint and another batch size', () => {
+  it('runs; the zero convolutions get gradients, the control network and hint behind them exactly none (ControlNet training starts so); the loss falls', async () => {
+    const ckpt = path.join(tmp, 'fresh');
+    const init = await dr('init', '--sd', BASES.sd, '--clip', BASES.clip, '-o', ckpt, '--control-channels', '32,32,64,64');
+    expect(init.code, init.stderr).toBe(0);
+    const out = path.join(tmp, 'fresh.safetensors');
+    const r = await dr('train', '--stage', '1', '--model', ckpt, '--batch-file', smallBatch(), '--dump', out, '--steps', '2', '--lr', '1e-3');
+    expect(r.code, r.stderr).toBe(0);
+    const got = SafetensorsFile.open(out);
+    const control = SafetensorsFile.open(path.join(ckpt, 'control/model.safetensors'));
+    try {
+      expect(got.info('grad.control.conv_in.weight').shape).toEqual(control.info('conv_in.weight').shape);
+      const g = (key: string): number => absMax(got.readF32(`grad.control.${key}`));
+      expect(g('controlnet_down_blocks.0.weight')).toBeGreaterThan(0);
+      expect(g('controlnet_mid_block.weight')).toBeGreaterThan(0);
+      // The hint c reaches the loss only through the zeroed network: its conv_out gets none either,
+      // while the encoder below it learns from L_rec through the control decoder.
+      for (const key of control.tensors.keys()) {
+        if (/^(down_blocks|mid_block|conv_in|time_embedding|controlnet_cond_embedding\.conv_out)\./.test(key)) expect(g(key), key).toBe(0);
+      }
+      expect(g('controlnet_cond_embedding.conv_in.weight')).toBeGreaterThan(0);
+      expect(g('control_decoder.conv_out.weight')).toBeGreaterThan(0);
+      expect(absMax(got.readF32('grad.prompt_processor.classifier.weight'))).toBeGreaterThan(0);
+      expect(got.readF32('step1.loss')[0]).toBeLessThan(got.readF32('loss')[0]);
+    } finally {
+      got.close();
+      control.close();
+    }
+  }, 300_000);
 });
 
 describe('trainSteps', () => {
