@@ -1,6 +1,7 @@
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
+import { isMainThread } from 'node:worker_threads';
 
 /**
  * Dawn clamps the adapter limits maxDynamic{Uniform,Storage}BuffersPerPipelineLayout to 16 when
@@ -19,7 +20,8 @@ const O_APPEND = fs.constants.O_APPEND;
  * is done only where reopening writes to the same place in the same way: a terminal or other
  * character device, a pipe that still has a reader, or a file opened for appending. Anywhere
  * else (another OS, a socket, a file written at an offset that a reopened copy would not share)
- * Dawn's lines are left as they are.
+ * Dawn's lines are left as they are. Between closing fd 2 and reopening it nothing else may open
+ * a file (it would get fd 2): only the main thread does this, around a synchronous call.
  */
 export function filterDawnNotices<T>(call: () => T): T {
   const saved = reopenStderr();
@@ -49,7 +51,8 @@ export function filterDawnNotices<T>(call: () => T): T {
 
 /** A second descriptor for what fd 2 writes to, where reopening it is faithful (see above); undefined elsewhere. */
 function reopenStderr(): number | undefined {
-  if (process.platform !== 'linux') return undefined;
+  // Worker threads share the descriptor table: another thread could take fd 2 while it is free.
+  if (process.platform !== 'linux' || !isMainThread) return undefined;
   try {
     fs.fstatSync(0);
     fs.fstatSync(1);
