@@ -13,7 +13,7 @@ import { batchReader, batchTensors, dataSourceFromCli, parseChain, TrainData, ty
 import { batchIndices, batchTensor } from '../src/graph/train/stage.js';
 import { loadRgb, type RgbImage } from '../src/image/load.js';
 import { SafetensorsFile, writeSafetensors } from '../src/weights/safetensors.js';
-import { FIXTURES, SHARED } from './helpers.js';
+import { FIXTURES, REPO, SHARED } from './helpers.js';
 
 const IMAGES = path.join(SHARED, 'images');
 const CLIP = readClipImageConfig(path.join(FIXTURES, 'clip-tiny'));
@@ -198,6 +198,34 @@ describe('batches', () => {
     expect(r.info('noise')).toMatchObject({ dtype: 'F32', shape: [3, 4, 8, 8] });
     expect(() => r.info('p_d')).toThrow(/training batch at epoch 0, image 0: no tensor named "p_d"/);
     expect(() => batchIndices(r as SafetensorsFile, 'timesteps', 3, 10, 'timesteps')).toThrow(/training batch.*"timesteps"\[\d\] is \d+, expected 0\.\.9/);
+  });
+});
+
+describe('worker threads', () => {
+  // The pool runs the compiled worker (dist/, as the CLI does: `npm run build` first); from the
+  // TypeScript sources every sample is built in this thread. A sample depends only on its position,
+  // so both must give the same bytes.
+  it('build the same batches as this thread, and report unreadable images alike', async () => {
+    const dist = (await import(path.join(REPO, 'dist/src/graph/train/data.js'))) as typeof import('../src/graph/train/data.js');
+    const dir = path.join(tmp, 'workers');
+    fs.mkdirSync(dir, { recursive: true });
+    for (const name of ['astronaut', 'coffee', 'chelsea', 'text']) fs.copyFileSync(path.join(IMAGES, `${name}.png`), path.join(dir, `${name}.png`));
+    fs.writeFileSync(path.join(dir, 'junk.png'), 'junk');
+    const src = synthetic(['noise:50', 'rain', 'jpeg:10'], [dir]);
+    const warned: string[][] = [[], []];
+    const pooled = dist.TrainData.open(options(src, { batch: 4, size: 128, workers: 2, warn: (l) => warned[0].push(l) }));
+    const here = TrainData.open(options(src, { batch: 4, size: 128, workers: 0, warn: (l) => warned[1].push(l) }));
+    try {
+      expectSameBatches(await batches(pooled, 3), await batches(here, 3));
+      expect(warned[0]).toEqual(warned[1]);
+      expect(warned[0]).toEqual([expect.stringMatching(/junk\.png: not a readable image/)]);
+      expect(pooled.stats()).toEqual(here.stats());
+      expect(pooled.stats().upscaled).toBe(1); // text.png, 172 high
+      expect([pooled.threads, here.threads]).toEqual([2, 0]);
+    } finally {
+      pooled.dispose();
+      here.dispose();
+    }
   });
 });
 

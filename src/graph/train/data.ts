@@ -10,7 +10,10 @@
  * (decoding and the jpeg step aside: they are libvips's and libjpeg-turbo's).
  */
 import fs from 'node:fs';
+import os from 'node:os';
 import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { Worker } from 'node:worker_threads';
 import sharp from 'sharp';
 import { DrError } from '../../errors.js';
 import { degrade, parseSpec, type Step } from '../../degrade/degrade.js';
@@ -116,6 +119,11 @@ export interface DataOptions {
   latentFactor: number;
   /** Builds the next batch while the caller works on this one (default true). */
   prefetch?: boolean;
+  /**
+   * Worker threads building samples (0: all in this thread; default: up to 8, two cores left
+   * free). Batches are the same whatever the count: a sample depends only on its position.
+   */
+  workers?: number;
   /** Receives each warning line (default: stderr). */
   warn?: (line: string) => void;
 }
@@ -158,19 +166,170 @@ export interface DataStats {
   bad: number;
 }
 
-interface Item {
+/** One training image: a clean photo, or an LQ/HQ pair with its label. */
+export interface Item {
   hq: string;
   lq?: string;
   label?: number;
 }
 
-interface Sample {
-  hq: RgbImage;
-  lq: RgbImage;
+/** What a sample is made from besides its item and position: plain data, so it crosses to worker threads. */
+export interface SampleContext {
+  seed: number;
+  size: number;
+  small: 'upscale' | 'skip';
+  numTrainTimesteps: number;
+  latentChannels: number;
+  latentFactor: number;
+  clip: ClipImageConfig;
+  /** The synthetic source's chains (empty for pairs, whose items carry their labels). */
+  chains: Chain[];
+}
+
+/** One sample, its images already as [3, size, size] planes in [0, 1]. */
+export interface Sample {
+  hq: Float32Array;
+  lq: Float32Array;
+  clip: Float32Array;
+  noise: Float32Array;
   label: number;
   timestep: number;
-  noise: Float32Array;
   source: string;
+  upscaled: boolean;
+}
+
+export type SampleResult = { sample: Sample } | { skipped: 'small' } | { skipped: 'bad'; message: string };
+
+/**
+ * The sample at a position: a pure function of (context, item, position), run in the calling
+ * thread or a worker. Streams: `train-sample#E#I` draws the chain, the crop place, the flip and
+ * the timestep (always in that order and number); the chain's steps draw from `train#E#I#k`
+ * (dr degrade's streams under that name); the noise from `train-noise#E#I`.
+ */
+export async function makeSample(ctx: SampleContext, item: Item, at: DataState): Promise<SampleResult> {
+  const { seed, size } = ctx;
+  const stream = `${at.epoch}#${at.index}`;
+  const rng = new Rng(seed, `train-sample#${stream}`);
+  const chain = ctx.chains.length ? ctx.chains[Math.floor(rng.uniform() * ctx.chains.length)] : undefined;
+  const u = { x: rng.uniform(), y: rng.uniform(), flip: rng.uniform() < 0.5 };
+  const timestep = Math.floor(rng.uniform() * ctx.numTrainTimesteps);
+  let hq: RgbImage;
+  let lq: RgbImage;
+  let upscaled: boolean;
+  try {
+    const dims = await imageSize(item.hq);
+    upscaled = Math.min(dims.width, dims.height) < size;
+    if (upscaled && ctx.small === 'skip') return { skipped: 'small' };
+    if (item.lq) {
+      const lqDims = await imageSize(item.lq);
+      if (lqDims.width !== dims.width || lqDims.height !== dims.height) {
+        throw new DrError(`${item.lq}: ${lqDims.width}×${lqDims.height}, but its HQ ${item.hq} is ${dims.width}×${dims.height}`);
+      }
+      [hq, lq] = await Promise.all([crop(item.hq, dims, u, size), crop(item.lq, lqDims, u, size)]);
+    } else {
+      hq = await crop(item.hq, dims, u, size);
+      lq = (await degrade(hq, chain!.steps, seed, `train#${stream}`)).image;
+    }
+  } catch (e) {
+    if (e instanceof DrError) return { skipped: 'bad', message: e.message };
+    throw e;
+  }
+  const noise = new Float32Array(ctx.latentChannels * (size / ctx.latentFactor) ** 2);
+  const nrng = new Rng(seed, `train-noise#${stream}`);
+  for (let i = 0; i < noise.length; i++) noise[i] = nrng.normal();
+  return {
+    sample: {
+      hq: planes(hq),
+      lq: planes(lq),
+      clip: clipPixelValues(lq, ctx.clip),
+      noise,
+      label: chain ? chain.label : item.label!,
+      timestep,
+      source: chain ? `${item.hq} ${chain.spec}` : item.lq!,
+      upscaled,
+    },
+  };
+}
+
+/** HWC 8-bit → CHW in [0, 1]. */
+function planes(img: RgbImage): Float32Array {
+  const n = img.width * img.height;
+  const out = new Float32Array(3 * n);
+  for (let c = 0; c < 3; c++) for (let i = 0; i < n; i++) out[c * n + i] = img.data[i * 3 + c] / 255;
+  return out;
+}
+
+/** The S² crop at the drawn place (upscaled first if a side is short), flipped if drawn. */
+async function crop(file: string, dims: { width: number; height: number; rotated: boolean }, u: { x: number; y: number; flip: boolean }, S: number): Promise<RgbImage> {
+  let img: RgbImage;
+  if (Math.min(dims.width, dims.height) < S) {
+    const full = await loadRgb(file);
+    const k = S / Math.min(full.width, full.height);
+    const big = resizeBicubicU8(full, Math.max(S, Math.round(full.width * k)), Math.max(S, Math.round(full.height * k)));
+    img = cropU8(big, Math.floor(u.x * (big.width - S + 1)), Math.floor(u.y * (big.height - S + 1)), S);
+  } else {
+    const left = Math.floor(u.x * (dims.width - S + 1));
+    const top = Math.floor(u.y * (dims.height - S + 1));
+    checkImageFile(file);
+    // Only the crop is decoded out (a big JPEG ~2× faster than whole); rotate() costs, so only when EXIF asks.
+    const res = await (dims.rotated ? sharp(file).rotate() : sharp(file))
+      .extract({ left, top, width: S, height: S })
+      .toColourspace('srgb')
+      .removeAlpha()
+      .raw()
+      .toBuffer({ resolveWithObject: true })
+      .catch(unreadable(file));
+    if (res.info.channels !== 3) throw new DrError(`${file}: decoded to ${res.info.channels} channels, expected RGB`);
+    img = { width: S, height: S, data: new Uint8Array(res.data.buffer, res.data.byteOffset, res.data.length) };
+  }
+  return u.flip ? flipU8(img) : img;
+}
+
+/** Worker threads building samples (data_worker.ts), each job to the least busy; idle workers keep no process alive. */
+class SamplePool {
+  private readonly workers: { w: Worker; busy: number }[];
+  private readonly jobs = new Map<number, { resolve: (r: SampleResult) => void; reject: (e: Error) => void; slot: { busy: number } }>();
+  private nextId = 0;
+  private failed?: Error;
+
+  constructor(script: string, n: number, ctx: SampleContext) {
+    this.workers = Array.from({ length: n }, () => {
+      const slot = { w: new Worker(script, { workerData: ctx }), busy: 0 };
+      slot.w.on('message', (m: { id: number; result?: SampleResult; error?: string }) => {
+        const job = this.jobs.get(m.id)!;
+        this.jobs.delete(m.id);
+        job.slot.busy--;
+        if (m.error !== undefined) job.reject(new Error(`training data worker: ${m.error}`));
+        else job.resolve(m.result!);
+        if (!this.jobs.size) for (const x of this.workers) x.w.unref();
+      });
+      slot.w.on('error', (e) => this.fail(e));
+      slot.w.unref();
+      return slot;
+    });
+  }
+
+  run(item: Item, at: DataState): Promise<SampleResult> {
+    if (this.failed) return Promise.reject(this.failed);
+    if (!this.jobs.size) for (const x of this.workers) x.w.ref();
+    const slot = this.workers.reduce((a, b) => (b.busy < a.busy ? b : a));
+    slot.busy++;
+    const id = this.nextId++;
+    return new Promise((resolve, reject) => {
+      this.jobs.set(id, { resolve, reject, slot });
+      slot.w.postMessage({ id, item, at });
+    });
+  }
+
+  close(): void {
+    for (const { w } of this.workers) void w.terminate();
+  }
+
+  private fail(e: Error): void {
+    this.failed = e;
+    for (const job of this.jobs.values()) job.reject(e);
+    this.jobs.clear();
+  }
 }
 
 export class TrainData {
@@ -181,9 +340,13 @@ export class TrainData {
   private readonly small = new Set<string>();
   private readonly bad = new Set<string>();
   private readonly warn: (line: string) => void;
+  private readonly ctx: SampleContext;
+  private pool?: SamplePool;
 
   private constructor(readonly o: DataOptions, readonly items: readonly Item[], readonly chains: readonly Chain[]) {
     this.warn = o.warn ?? ((line) => process.stderr.write(`${line}\n`));
+    const { seed, size, numTrainTimesteps, latentChannels, latentFactor, clip } = o;
+    this.ctx = { seed, size, small: o.small ?? 'upscale', numTrainTimesteps, latentChannels, latentFactor, clip, chains: [...chains] };
   }
 
   /** Lists (and pairs, and labels) the images; a configuration mistake is a DrError here, before any training. */
@@ -215,12 +378,17 @@ export class TrainData {
     if (!Number.isInteger(s.epoch) || s.epoch < 0 || !Number.isInteger(s.index) || s.index < 0 || s.index >= this.items.length) {
       throw new DrError(`data position ${JSON.stringify(s)} is not one of this data set's (${this.items.length} images)`);
     }
-    this.dropPending();
+    this.pending = undefined;
     this.pos = { epoch: s.epoch, index: s.index };
   }
 
   stats(): DataStats {
     return { upscaled: this.upscaled.size, skippedSmall: this.small.size, bad: this.bad.size };
+  }
+
+  /** Worker threads building samples now (0: this thread; the pool starts with the first batch). */
+  get threads(): number {
+    return this.pool ? workerCount(this.o.workers) : 0;
   }
 
   /** The batch at the current position; the position moves past it (and the next one starts building). */
@@ -236,13 +404,11 @@ export class TrainData {
     return batch;
   }
 
-  /** Stops using a batch being prefetched (its work finishes in the background and is dropped). */
+  /** Drops a batch being prefetched and stops the worker threads. */
   dispose(): void {
-    this.dropPending();
-  }
-
-  private dropPending(): void {
     this.pending = undefined;
+    this.pool?.close();
+    this.pool = undefined;
   }
 
   /** Item order of an epoch: a Fisher–Yates permutation from its own stream. */
@@ -267,7 +433,7 @@ export class TrainData {
     let pos = { ...from };
     let misses = 0;
     while (samples.length < B) {
-      // The positions still needed are decoded together (sharp works on its own threads); taken in order.
+      // The positions still needed are built together (on the workers, or sharp's threads); taken in order.
       const want: DataState[] = [];
       for (let k = 0; k < B - samples.length; k++) {
         want.push(pos);
@@ -291,103 +457,57 @@ export class TrainData {
     const item = this.items[this.order(at.epoch)[at.index]];
     const key = item.lq ?? item.hq;
     if (this.bad.has(key) || this.small.has(key)) return undefined;
-    const { seed, size } = this.o;
-    const stream = `${at.epoch}#${at.index}`;
-    const rng = new Rng(seed, `train-sample#${stream}`);
-    const chain = this.chains.length ? this.chains[Math.floor(rng.uniform() * this.chains.length)] : undefined;
-    const u = { x: rng.uniform(), y: rng.uniform(), flip: rng.uniform() < 0.5 };
-    const timestep = Math.floor(rng.uniform() * this.o.numTrainTimesteps);
-    let hq: RgbImage;
-    let lq: RgbImage;
-    try {
-      const dims = await imageSize(item.hq);
-      if (Math.min(dims.width, dims.height) < size && (this.o.small ?? 'upscale') === 'skip') {
-        this.small.add(key);
-        return undefined;
-      }
-      if (item.lq) {
-        const lqDims = await imageSize(item.lq);
-        if (lqDims.width !== dims.width || lqDims.height !== dims.height) {
-          throw new DrError(`${item.lq}: ${lqDims.width}×${lqDims.height}, but its HQ ${item.hq} is ${dims.width}×${dims.height}`);
-        }
-        [hq, lq] = await Promise.all([this.crop(item.hq, dims, u, key), this.crop(item.lq, lqDims, u, key)]);
-      } else {
-        hq = await this.crop(item.hq, dims, u, key);
-        lq = (await degrade(hq, chain!.steps, seed, `train#${stream}`)).image;
-      }
-    } catch (e) {
-      if (!(e instanceof DrError)) throw e;
-      if (!this.bad.has(key)) this.warn(`dr: skipping ${e.message}`);
-      this.bad.add(key);
-      return undefined;
+    const r = await (this.workerPool()?.run(item, at) ?? makeSample(this.ctx, item, at));
+    if ('sample' in r) {
+      if (r.sample.upscaled) this.upscaled.add(key);
+      return r.sample;
     }
-    const noise = new Float32Array(this.o.latentChannels * (size / this.o.latentFactor) ** 2);
-    const nrng = new Rng(seed, `train-noise#${stream}`);
-    for (let i = 0; i < noise.length; i++) noise[i] = nrng.normal();
-    const source = chain ? `${item.hq} ${chain.spec}` : item.lq!;
-    return { hq, lq, label: chain ? chain.label : item.label!, timestep, noise, source };
+    if (r.skipped === 'small') this.small.add(key);
+    else {
+      if (!this.bad.has(key)) this.warn(`dr: skipping ${r.message}`);
+      this.bad.add(key);
+    }
+    return undefined;
   }
 
-  /** The size² crop at the drawn place (upscaled first if a side is short), flipped if drawn. */
-  private async crop(file: string, dims: { width: number; height: number; rotated: boolean }, u: { x: number; y: number; flip: boolean }, key: string): Promise<RgbImage> {
-    const S = this.o.size;
-    let img: RgbImage;
-    if (Math.min(dims.width, dims.height) < S) {
-      this.upscaled.add(key);
-      const full = await loadRgb(file);
-      const k = S / Math.min(full.width, full.height);
-      const big = resizeBicubicU8(full, Math.max(S, Math.round(full.width * k)), Math.max(S, Math.round(full.height * k)));
-      img = cropU8(big, Math.floor(u.x * (big.width - S + 1)), Math.floor(u.y * (big.height - S + 1)), S);
-    } else {
-      const left = Math.floor(u.x * (dims.width - S + 1));
-      const top = Math.floor(u.y * (dims.height - S + 1));
-      checkImageFile(file);
-      // Only the crop is decoded out (a big JPEG ~2× faster than whole); rotate() costs, so only when EXIF asks.
-      const res = await (dims.rotated ? sharp(file).rotate() : sharp(file))
-        .extract({ left, top, width: S, height: S })
-        .toColourspace('srgb')
-        .removeAlpha()
-        .raw()
-        .toBuffer({ resolveWithObject: true })
-        .catch(unreadable(file));
-      if (res.info.channels !== 3) throw new DrError(`${file}: decoded to ${res.info.channels} channels, expected RGB`);
-      img = { width: S, height: S, data: new Uint8Array(res.data.buffer, res.data.byteOffset, res.data.length) };
-    }
-    return u.flip ? flipU8(img) : img;
+  /** The pool, started on first use; none when running from TypeScript sources (the tests), where no compiled worker exists. */
+  private workerPool(): SamplePool | undefined {
+    const n = workerCount(this.o.workers);
+    if (!this.pool && n > 0 && fs.existsSync(WORKER_SCRIPT)) this.pool = new SamplePool(WORKER_SCRIPT, n, this.ctx);
+    return this.pool;
   }
 
   private assemble(samples: Sample[], from: DataState): TrainBatch {
     const B = samples.length;
     const S = this.o.size;
-    const n = S * S;
-    const toPlanes = (pick: (s: Sample) => RgbImage): BatchArray => {
-      const data = new Float32Array(B * 3 * n);
-      samples.forEach((s, b) => {
-        const px = pick(s).data;
-        for (let c = 0; c < 3; c++) for (let i = 0; i < n; i++) data[(b * 3 + c) * n + i] = px[i * 3 + c] / 255;
-      });
-      return { shape: [B, 3, S, S], data };
+    const stack = (pick: (s: Sample) => Float32Array): Float32Array => {
+      const len = pick(samples[0]).length;
+      const out = new Float32Array(B * len);
+      samples.forEach((s, b) => out.set(pick(s), b * len));
+      return out;
     };
-    const clips = samples.map((s) => clipPixelValues(s.lq, this.o.clip));
-    const cs = clips[0].length;
-    const clipData = new Float32Array(B * cs);
-    clips.forEach((c, b) => clipData.set(c, b * cs));
     const c = this.o.clip;
     const crop = c.doCenterCrop ? [c.cropHeight, c.cropWidth] : c.doResize ? [c.shortestEdge, c.shortestEdge] : [S, S];
     const L = S / this.o.latentFactor;
-    const noise = new Float32Array(B * samples[0].noise.length);
-    samples.forEach((s, b) => noise.set(s.noise, b * s.noise.length));
     return {
-      pixels_hq: toPlanes((s) => s.hq),
-      pixels_lq: toPlanes((s) => s.lq),
-      clip_pixel_values: { shape: [B, 3, crop[0], crop[1]], data: clipData },
-      noise: { shape: [B, this.o.latentChannels, L, L], data: noise },
+      pixels_hq: { shape: [B, 3, S, S], data: stack((s) => s.hq) },
+      pixels_lq: { shape: [B, 3, S, S], data: stack((s) => s.lq) },
+      clip_pixel_values: { shape: [B, 3, crop[0], crop[1]], data: stack((s) => s.clip) },
+      noise: { shape: [B, this.o.latentChannels, L, L], data: stack((s) => s.noise) },
       labels: Int32Array.from(samples, (s) => s.label),
       timesteps: Int32Array.from(samples, (s) => s.timestep),
       sources: samples.map((s) => s.source),
       from,
     };
   }
+}
+
+/** The compiled worker beside this module (dist/); absent when running from sources. */
+const WORKER_SCRIPT = fileURLToPath(new URL('./data_worker.js', import.meta.url));
+
+/** --workers: given, or up to 8 leaving two cores to the main thread and the GPU driver. */
+function workerCount(given: number | undefined): number {
+  return given ?? Math.max(0, Math.min(8, os.availableParallelism() - 2));
 }
 
 /** A batch as the tensors of a `--batch-file` (labels and timesteps int64, as the fixtures store them). */
