@@ -213,8 +213,8 @@ describe('worker threads', () => {
     fs.writeFileSync(path.join(dir, 'junk.png'), 'junk');
     const src = synthetic(['noise:50', 'rain', 'jpeg:10'], [dir]);
     const warned: string[][] = [[], []];
-    const pooled = dist.TrainData.open(options(src, { batch: 4, size: 128, workers: 2, warn: (l) => warned[0].push(l) }));
-    const here = TrainData.open(options(src, { batch: 4, size: 128, workers: 0, warn: (l) => warned[1].push(l) }));
+    const pooled = dist.TrainData.open(options(src, { batch: 4, size: 192, workers: 2, warn: (l) => warned[0].push(l) }));
+    const here = TrainData.open(options(src, { batch: 4, size: 192, workers: 0, warn: (l) => warned[1].push(l) }));
     try {
       expectSameBatches(await batches(pooled, 3), await batches(here, 3));
       expect(warned[0]).toEqual(warned[1]);
