@@ -47,7 +47,9 @@ Data: --data HQ_DIR (repeatable; --recursive for subfolders) synthesises each sa
   "name,label" is allowed) or, without --labels, from the LQ sub-folder names (LQ/noise/x.png).
   Crops of --size (default 512) at a random place, flipped horizontally half the time; an image
   with a side under --size is upscaled (bicubic, short side to --size) or, with --skip-small,
-  left out; both are counted. An unreadable image is skipped with a warning.`;
+  left out; both are counted. An unreadable image is skipped with a warning.
+  --workers N threads build the samples (default: up to 8, leaving two cores); the batches are the
+  same for any N, and a --seed gives the same batches on every machine.`;
 
 export interface Chain {
   /** The `--degrade` text as given. */
