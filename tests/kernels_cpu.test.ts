@@ -91,15 +91,37 @@ describe('texture matmul (CPU-adapter path)', () => {
     expectClose(got, matmulRef(x, w, 1, M, K, N, { transB: true, bias, act: ref }));
   });
 
-  it('f16 weights and f16 activations: f32 accumulation, f16 output', async () => {
+  it('f16 weights with f32 activations: f32 texels, f32 accumulation', async () => {
     const [M, K, N] = [33, 130, 20];
-    const xBits = Uint16Array.from(rand(M * K, 8), f32ToF16Bits);
+    const x = rand(M * K, 8);
     const wBits = Uint16Array.from(rand(N * K, 9), f32ToF16Bits);
-    const [x, w] = [Float32Array.from(xBits, f16ToF32), Float32Array.from(wBits, f16ToF32)];
-    const ref = matmulRef(x, w, 1, M, K, N, { transB: true });
+    const ref = matmulRef(x, Float32Array.from(wBits, f16ToF32), 1, M, K, N, { transB: true });
     expectClose(await e.read(linear(e, e.upload(x, [M, K]), e.upload(wBits, [N, K]))), ref);
-    const y = linear(e, e.upload(xBits, [M, K]), e.upload(wBits, [N, K]));
+  });
+
+  it.each([
+    // batch, M, K, N, per-item B: K not a multiple of 8 (zero-padded pairs), K % 128 == 0
+    // (f16 rows copied by copyBufferToTexture), [K, N] and per-item operands
+    [1, 33, 130, 20, false, true],
+    [2, 17, 128, 9, false, true],
+    [1, 12, 21, 35, false, false],
+    [3, 19, 10, 23, true, true],
+  ])('packed f16 texels: batch %i, %i×%i · %i (per-item %s, transB %s), f16 output', async (batch, M, K, N, perItem, transB) => {
+    const xBits = Uint16Array.from(rand(batch * M * K, 8), f32ToF16Bits);
+    const wBits = Uint16Array.from(rand((perItem ? batch : 1) * N * K, 9), f32ToF16Bits);
+    const bias = rand(N, 10);
+    let y = e.upload(bias, [N]);
+    const kernels = await dispatched(async () => {
+      y = matmul(e, e.upload(xBits, [batch, M, K]), e.upload(wBits, [...(perItem ? [batch] : []), ...(transB ? [N, K] : [K, N])]),
+        { transB, bias: e.upload(bias, [N]) });
+      await e.read(y);
+    });
+    expect(kernels).toContain('matmul_tex_h');
     expect(y.dtype).toBe('f16');
+    const ref = matmulRef(Float32Array.from(xBits, f16ToF32), Float32Array.from(wBits, f16ToF32), batch, M, K, N,
+      { transB, bBatched: perItem, bias });
+    // f32 sums of exact f16 products, then one f16 rounding of the output (2⁻¹¹ relative). No fused
+    // gelu here: with an f16 output both paths (tiled too) return 0 for a few elements (an open bug).
     expectClose(await e.read(y), ref, 2 ** -11, 1e-5);
   });
 

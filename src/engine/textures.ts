@@ -1,5 +1,5 @@
-// Textures for the CPU-adapter kernels (kernels.ts): rgba32float, a texel holds 4 consecutive
-// values of a row. Activations get pooled textures per call; a weight's texture is made once and
+// Textures for the CPU-adapter kernels (kernels.ts): a texel holds 4 consecutive values of a row
+// (rgba32float) or 8 f16 values packed in pairs (rgba32uint, pack2x16float). Activations get pooled textures per call; a weight's texture is made once and
 // lives as long as the weight tensor.
 import type { Engine } from './engine.js';
 import type { Tensor } from './tensor.js';
@@ -7,13 +7,17 @@ import type { Tensor } from './tensor.js';
 // A function: GPUTextureUsage exists only once device.ts has installed the WebGPU globals.
 const usage = (): number => GPUTextureUsage.TEXTURE_BINDING | GPUTextureUsage.STORAGE_BINDING | GPUTextureUsage.COPY_DST;
 
+export type TexelFormat = 'rgba32float' | 'rgba32uint';
+
+/** Values per texel: 4 f32, or 8 packed f16. */
+export const perTexel = (format: TexelFormat): number => (format === 'rgba32uint' ? 8 : 4);
+
 /**
- * Texels per row for `cols` values: ceil(cols / 4), plus 16 when the row pitch is a multiple of
- * 4 KiB, where 8 lanes fetching one column of 8 rows would all hit one L1 set (measured: a third
- * faster at K = 1024).
+ * Texels per row for `cols` values, plus 16 when the row pitch is a multiple of 4 KiB, where 8
+ * lanes fetching one column of 8 rows would all hit one L1 set (measured: a third faster at K = 1024).
  */
-export function texelsPerRow(cols: number): number {
-  const texels = Math.ceil(cols / 4);
+export function texelsPerRow(cols: number, format: TexelFormat = 'rgba32float'): number {
+  const texels = Math.ceil(cols / perTexel(format));
   return texels % 256 === 0 ? texels + 16 : texels;
 }
 
@@ -29,17 +33,17 @@ export class TexturePool {
 
   constructor(private readonly device: GPUDevice) {}
 
-  acquire(width: number, rows: number): GPUTexture {
+  acquire(width: number, rows: number, format: TexelFormat = 'rgba32float'): GPUTexture {
     const max = this.device.limits.maxTextureDimension2D;
     const height = Math.min(max, heightClass(rows));
-    const texture = this.free.get(`${width}x${height}`)?.pop();
+    const texture = this.free.get(`${width}x${height}${format}`)?.pop();
     if (texture) return texture;
     this.bytes += width * height * 16;
-    return this.device.createTexture({ size: [width, height], format: 'rgba32float', usage: usage(), label: `act ${width}x${height}` });
+    return this.device.createTexture({ size: [width, height], format, usage: usage(), label: `act ${width}x${height}` });
   }
 
   release(texture: GPUTexture): void {
-    const key = `${texture.width}x${texture.height}`;
+    const key = `${texture.width}x${texture.height}${texture.format}`;
     const list = this.free.get(key);
     if (list) list.push(texture);
     else this.free.set(key, [texture]);
@@ -70,16 +74,17 @@ const weightTextures = new WeakMap<Tensor, Map<string, GPUTexture>>();
  * The texture of weight `w` in a layout (`layout` names how `fill` arranges it), made once and
  * counted with the weights' bytes (on this path a weight is held twice: buffer and texture).
  */
-export function weightTexture(e: Engine, w: Tensor, layout: string, width: number, rows: number, fill: (t: GPUTexture) => void): GPUTexture {
+export function weightTexture(e: Engine, w: Tensor, layout: string, width: number, rows: number, fill: (t: GPUTexture) => void,
+  format: TexelFormat = 'rgba32float'): GPUTexture {
   const key = w.base ?? w;
   let byLayout = weightTextures.get(key);
   if (!byLayout) weightTextures.set(key, (byLayout = new Map()));
-  let t = byLayout.get(layout);
+  let t = byLayout.get(layout + format);
   if (t) return t;
-  t = e.device.createTexture({ size: [width, rows], format: 'rgba32float', usage: usage(), label: `weight ${w} ${layout}` });
+  t = e.device.createTexture({ size: [width, rows], format, usage: usage(), label: `weight ${w} ${layout}` });
   e.pool.countWeight(width * rows * 16);
   fill(t);
-  byLayout.set(layout, t);
+  byLayout.set(layout + format, t);
   return t;
 }
 

@@ -1,8 +1,9 @@
-// matmul on the CPU-adapter path (kernels.ts): operands in rgba32float textures, one lane per
-// output row (matmul_tex.wgsl). Called by matmul's gemm; same shapes and epilogues.
+// matmul on the CPU-adapter path (kernels.ts): operands in rgba32float textures, or packed f16
+// rgba32uint ones when both are f16, one lane per output row (matmul_tex.wgsl, matmul_tex_h.wgsl).
+// Called by matmul's gemm; same shapes and epilogues.
 import type { Engine } from '../engine.js';
 import type { Tensor } from '../tensor.js';
-import { texelsPerRow, weightTexture } from '../textures.js';
+import { perTexel, texelsPerRow, weightTexture, type TexelFormat } from '../textures.js';
 import { ACT, type Activation } from './common.js';
 
 export interface TextureGemm {
@@ -32,7 +33,8 @@ export function textureGemmFits(e: Engine, K: number, N: number): boolean {
 export function textureGemm(e: Engine, a: Tensor, b: Tensor, c: Tensor, g: TextureGemm): void {
   const { M, K, N, batch, bBatch, transB } = g;
   const max = e.device.limits.maxTextureDimension2D;
-  const width = texelsPerRow(K);
+  const format: TexelFormat = a.dtype === 'f16' && b.dtype === 'f16' ? 'rgba32uint' : 'rgba32float';
+  const width = texelsPerRow(K, format);
   const shared = bBatch === 1;
   // Rows of b's texture for item i: [N rows, K/4 texels], b as stored when transB, else transposed.
   const bView = (rows: number, item0: number): TextureView => ({
@@ -43,26 +45,26 @@ export function textureGemm(e: Engine, a: Tensor, b: Tensor, c: Tensor, g: Textu
   if (shared) {
     const isWeight = !(b.base ?? b).pooled;
     const fill = (t: GPUTexture) => toTexture(e, b, t, bView(N, 0), transB);
-    if (isWeight) wShared = weightTexture(e, b, transB ? 'nk' : 'kn', width, N, fill);
-    else fill((wShared = wPooled = e.texturePool.acquire(width, N)));
+    if (isWeight) wShared = weightTexture(e, b, transB ? 'nk' : 'kn', width, N, fill, format);
+    else fill((wShared = wPooled = e.texturePool.acquire(width, N, format)));
   }
   const mRows = Math.min(M, max);
   const perBlock = Math.max(1, Math.min(Math.floor(max / mRows), shared ? batch : Math.floor(max / N)));
   for (let i0 = 0; i0 < batch; i0 += perBlock) {
     const items = Math.min(perBlock, batch - i0);
     let w = wShared;
-    if (!w) toTexture(e, b, (w = e.texturePool.acquire(width, items * N)), bView(items * N, i0), transB);
+    if (!w) toTexture(e, b, (w = e.texturePool.acquire(width, items * N, format)), bView(items * N, i0), transB);
     for (let m0 = 0; m0 < M; m0 += mRows) {
       const rows = Math.min(mRows, M - m0);
-      const at = e.texturePool.acquire(width, items * rows);
+      const at = e.texturePool.acquire(width, items * rows, format);
       toTexture(e, a, at, { rows: items * rows, rowsPerItem: rows, segs: 1, segCols: K, base: i0 * M * K + m0 * K, sItem: M * K, sRow: K, sSeg: 0, sK: 1 },
         items === 1 || rows === M);
       e.run({
-        kernel: 'matmul_tex',
+        kernel: format === 'rgba32uint' ? 'matmul_tex_h' : 'matmul_tex',
         bindings: { bias: g.bias ?? b, c },
         textures: { at, wt: w },
         defines: { HAS_BIAS: !!g.bias, ACT: ACT[g.act] },
-        params: { M: rows, N, K4: Math.ceil(K / 4), wItemRows: shared ? 0 : N, cBase: i0 * M * N + m0 * N, cItem: M * N, alpha: g.alpha },
+        params: { M: rows, N, K4: Math.ceil(K / perTexel(format)), wItemRows: shared ? 0 : N, cBase: i0 * M * N + m0 * N, cItem: M * N, alpha: g.alpha },
         workgroups: [Math.ceil(N / 16), Math.ceil(rows / 64), items],
       });
       e.texturePool.release(at);
@@ -86,20 +88,22 @@ export interface TextureView {
 }
 
 /**
- * Fills a texture from a strided view of `src`: copyBufferToTexture where the rows are contiguous
- * f32 with a pitch that is a multiple of 256 bytes (its alignment rule), else to_texture.wgsl.
+ * Fills a texture from a strided view of `src`: copyBufferToTexture where the rows are contiguous,
+ * already in the texel's type (f32, or f16 for packed texels) and their pitch a multiple of 256
+ * bytes (its alignment rule), else to_texture.wgsl / to_texture_h.wgsl.
  */
 export function toTexture(e: Engine, src: Tensor, dst: GPUTexture, v: TextureView, contiguousRows = false): void {
-  const pitch = v.segCols * 4;
-  if (contiguousRows && v.segs === 1 && src.dtype === 'f32' && pitch % 256 === 0 && v.sK === 1 && v.sRow === v.segCols) {
-    e.copyToTexture(src, v.base * 4, pitch, dst, v.segCols / 4, v.rows);
+  const packed = dst.format === 'rgba32uint';
+  const pitch = v.segCols * (packed ? 2 : 4);
+  if (contiguousRows && v.segs === 1 && src.dtype === (packed ? 'f16' : 'f32') && pitch % 256 === 0 && v.sK === 1 && v.sRow === v.segCols) {
+    e.copyToTexture(src, v.base * (packed ? 2 : 4), pitch, dst, pitch / 16, v.rows);
     return;
   }
   e.run({
-    kernel: 'to_texture',
+    kernel: packed ? 'to_texture_h' : 'to_texture',
     bindings: { src },
     textures: { dst },
     params: { ...v },
-    workgroups: [Math.ceil((v.segs * Math.ceil(v.segCols / 4)) / 64), v.rows],
+    workgroups: [Math.ceil((v.segs * Math.ceil(v.segCols / (packed ? 8 : 4))) / 64), v.rows],
   });
 }
