@@ -6,6 +6,7 @@ import { f32ToF16Bits } from '../src/engine/half.js';
 import { RowChunkedTensor, Tensor, type DType } from '../src/engine/tensor.js';
 import { uploadWeight, type Module } from '../src/graph/module.js';
 import { Conv2d, GroupNorm, LayerNorm, Linear } from '../src/graph/nn.js';
+import type { LazyTensorToWrite } from '../src/weights/safetensors.js';
 import { rand } from './timing.js';
 
 const POOL = 1 << 20;
@@ -54,18 +55,39 @@ export function randomizeParams(e: Engine, root: Module, dtype: DType, want: (na
         continue;
       }
       if (!want(name)) continue;
-      const n = p.shape.reduce((a, b) => a * b, 1);
-      let values: Float32Array | Uint16Array;
-      if (m instanceof LayerNorm || m instanceof GroupNorm) values = constant(n, local === 'weight' ? 1 : 0, dtype);
-      else if (m instanceof Linear || m instanceof Conv2d) {
-        const fanIn = m instanceof Linear ? m.inFeatures : m.weight.shape.slice(1).reduce((a, d) => a * d, 1);
-        values = tiled(n, Math.fround(1 / Math.sqrt(fanIn)), dtype, seed++);
-      } else values = tiled(n, 0.02, dtype, seed++);
+      const values = randomValues(m, local, p.shape, dtype, seed++);
       p.value = uploadWeight(e, new Uint8Array(values.buffer), p.shape, dtype);
       bytes += values.byteLength;
     }
   }
   return bytes;
+}
+
+/** One param's values by randomizeParams' rule (`local`: its name in module m). */
+function randomValues(m: Module, local: string, shape: readonly number[], dtype: DType, seed: number): Float32Array | Uint16Array {
+  const n = shape.reduce((a, b) => a * b, 1);
+  if (m instanceof LayerNorm || m instanceof GroupNorm) return constant(n, local === 'weight' ? 1 : 0, dtype);
+  if (m instanceof Linear || m instanceof Conv2d) {
+    const fanIn = m instanceof Linear ? m.inFeatures : m.weight.shape.slice(1).reduce((a, d) => a * d, 1);
+    return tiled(n, Math.fround(1 / Math.sqrt(fanIn)), dtype, seed);
+  }
+  return tiled(n, 0.02, dtype, seed);
+}
+
+/**
+ * The GPU params of `root` as f32 checkpoint tensors with randomizeParams' values, each made
+ * only when written (an SD 1.5-sized checkpoint on disk without holding it in host memory).
+ */
+export function randomCheckpoint(root: Module): LazyTensorToWrite[] {
+  const out: LazyTensorToWrite[] = [];
+  for (const [path, m] of root.modules()) {
+    for (const [local, p] of m.ownParams()) {
+      if (p.host) continue;
+      const seed = out.length;
+      out.push({ name: `${path}${local}`, dtype: 'F32', shape: [...p.shape], read: () => randomValues(m, local, p.shape, 'f32', seed) });
+    }
+  }
+  return out;
 }
 
 /** Destroys the GPU buffers of the params `want` selects (between benchmarks). */
