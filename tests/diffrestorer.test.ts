@@ -65,13 +65,15 @@ describe('dr init checkpoint', () => {
 });
 
 describe('fresh Diff-Restorer modules', () => {
-  it('prompt processor: P_S [1, tokens, cross-attention dim], P_D, class probabilities summing to 1', async () => {
+  it('prompt processor: P_S [B, 4 tokens, cross-attention dim] with distinct tokens, P_D, class probabilities summing to 1', async () => {
     const ppDir = path.join(dir, 'prompt_processor');
     const pp = new PromptProcessor(readPromptProcessorConfig(ppDir));
     loadFromCheckpoint(e, pp, ppDir, { precision: 'f32' });
     const clipEmbeds = e.upload(rand(2 * pp.cfg.clipDim, 3), [2, pp.cfg.clipDim]);
     const { semantic, degradation } = pp.forward(e, clipEmbeds);
-    expect(semantic.shape).toEqual([2, pp.cfg.contextTokens, 32]);
+    expect(semantic.shape).toEqual([2, 4, 32]); // dr init's default: keys that differ, so attention has something to choose
+    const ps = await e.read(semantic);
+    for (let k = 1; k < 4; k++) expect(ps.slice(k * 32, (k + 1) * 32)).not.toEqual(ps.slice(0, 32));
     expect(degradation.shape).toEqual([2, pp.cfg.degradationDim]);
     const probs = await e.read(pp.classify(e, degradation));
     const n = pp.cfg.degradations.length;

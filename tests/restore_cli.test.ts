@@ -8,6 +8,7 @@ import sharp from 'sharp';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { dr, expectUserError } from './cli_runner.js';
 import { FIXTURES, SHARED } from './helpers.js';
+import { SafetensorsFile } from '../src/weights/safetensors.js';
 
 const SD = path.join(FIXTURES, 'sd-tiny');
 const CLIP = path.join(FIXTURES, 'clip-tiny');
@@ -39,10 +40,30 @@ describe('dr init', () => {
     [['--control-channels', '32,abc'], '--control-channels: expected 4 multiples of 32'],
     [['--control-channels', '32,32,48,32'], '--control-channels: expected 4 multiples of 32'],
     [[], '-o/--output is required'],
+    ...['0', '2.5', 'four', '78'].map((n) => [['--context-tokens', n], `--context-tokens: expected a whole number from 1 to 77, got "${n}"`] as [string[], string]),
   ])('%j: one clear error, nothing written', async (args, message) => {
     const out = args.length ? ['-o', file('bad-init')] : [];
     expectUserError(await dr('init', '--sd', SD, '--clip', CLIP, ...args, ...out), message);
     expect(fs.existsSync(file('bad-init'))).toBe(false);
+  });
+
+  it('writes context_tokens 4 by default (one token leaves to_q/to_k without gradient); --context-tokens overrides', async () => {
+    const tokens = (dir: string) => JSON.parse(fs.readFileSync(path.join(dir, 'prompt_processor/config.json'), 'utf8')).context_tokens;
+    expect(tokens(model)).toBe(4);
+    const one = file('dr-1tok');
+    const r = await dr('init', '--sd', SD, '--clip', CLIP, '--control-channels', '32,32,32,32', '--context-tokens', '1', '-o', one);
+    expect(r.code, r.stderr).toBe(0);
+    expect(tokens(one)).toBe(1);
+    // B_s's last Linear makes tokens × cross-attention width (32 in sd-tiny).
+    const rows = (dir: string) => {
+      const f = SafetensorsFile.open(path.join(dir, 'prompt_processor/model.safetensors'));
+      try {
+        return f.info('semantic_branch.6.weight').shape[0];
+      } finally {
+        f.close();
+      }
+    };
+    expect([rows(model), rows(one)]).toEqual([4 * 32, 32]);
   });
 });
 

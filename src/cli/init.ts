@@ -3,9 +3,9 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { checkOutputFolder, Inputs } from '../atomic.js';
 import { DrError } from '../errors.js';
-import { initDiffRestorer } from '../graph/diffrestorer/init.js';
+import { DEFAULT_CONTEXT_TOKENS, initDiffRestorer } from '../graph/diffrestorer/init.js';
 import { modelDir, sdModel } from './models.js';
-import { runCommand, SEED_RANGE, seedOption } from './run.js';
+import { numberOption, runCommand, SEED_RANGE, seedOption } from './run.js';
 
 interface InitCliOptions {
   sd?: string;
@@ -13,6 +13,7 @@ interface InitCliOptions {
   output?: string;
   seed?: string;
   controlChannels?: string;
+  contextTokens?: string;
   force?: boolean;
   json?: boolean;
 }
@@ -25,6 +26,7 @@ export function initCommand(): Command {
     .option('-o, --output <dir>', 'the new checkpoint folder (must not exist, or be empty)')
     .option('--seed <n>', `seed of the new layers' initialisation, an integer in ${SEED_RANGE}`, '0')
     .option('--control-channels <list>', 'control encoder widths per level, comma-separated (design default 64,128,256,256)')
+    .option('--context-tokens <n>', `tokens of the semantic prompt P_S, the UNet's cross-attention context, 1 to 77 (SD 1.5's text length); 1 is the paper's literal reading but leaves every cross-attention's query and key without gradient`, String(DEFAULT_CONTEXT_TOKENS))
     .option('-f, --force', 'replace an existing checkpoint there (a folder with model_index.json; any other non-empty folder is refused)')
     .option('--json', 'print {"output", "sd", "clip"}')
     .addHelpText('after', `
@@ -55,6 +57,7 @@ async function init(opts: InitCliOptions): Promise<void> {
       throw new DrError(`--control-channels: expected 4 multiples of 32 separated by commas, got "${opts.controlChannels}"`);
     }
   }
+  const contextTokens = numberOption('--context-tokens', opts.contextTokens, (n) => Number.isInteger(n) && n >= 1 && n <= 77, 'a whole number from 1 to 77');
   const sd = sdModel(opts.sd, '--sd');
   const clip = modelDir(opts.clip, '--clip');
   const out = path.resolve(opts.output);
@@ -63,7 +66,7 @@ async function init(opts: InitCliOptions): Promise<void> {
   // The old checkpoint goes only when the new one is complete: a failed or interrupted run keeps it.
   const replace = !!opts.force && fs.existsSync(path.join(out, 'model_index.json'));
   await initDiffRestorer({
-    sd, clip, sdSpec: specOf(opts.sd!, out), clipSpec: specOf(opts.clip!, out), out, replace, seed, controlChannels,
+    sd, clip, sdSpec: specOf(opts.sd!, out), clipSpec: specOf(opts.clip!, out), out, replace, seed, controlChannels, contextTokens,
     onProgress: opts.json ? undefined : (part) => process.stderr.write(`writing ${part}\n`),
   });
   if (opts.json) process.stdout.write(`${JSON.stringify({ output: out, sd, clip }, null, 2)}\n`);

@@ -29,8 +29,16 @@ export interface InitOptions {
   replace?: boolean;
   seed: number;
   controlChannels?: number[];
+  /** Tokens of P_S, the cross-attention context (default DEFAULT_CONTEXT_TOKENS). */
+  contextTokens?: number;
   onProgress?: (part: string) => void;
 }
+
+/**
+ * P_S tokens of a new checkpoint (the design's Prompt Processor): with one, every cross-attention's
+ * softmax is identically 1, so its to_q/to_k get no gradient; 4 as IP-Adapter uses for image prompts.
+ */
+export const DEFAULT_CONTEXT_TOKENS = 4;
 
 /** UNet parts the control network copies (diffusers' ControlNetModel.from_unet). */
 const COPIED_FROM_UNET = /^(conv_in|time_embedding|down_blocks|mid_block)\./;
@@ -48,7 +56,7 @@ export async function initDiffRestorer(o: InitOptions): Promise<void> {
     // prompt_processor/
     const ppDir = path.join(tmp, 'prompt_processor');
     writeJson(path.join(ppDir, 'config.json'), promptProcessorConfigJson({
-      clipDim: clipCfg.projectionDim, hiddenDim: 768, semanticDim: unetCfg.crossAttentionDim, contextTokens: 1,
+      clipDim: clipCfg.projectionDim, hiddenDim: 768, semanticDim: unetCfg.crossAttentionDim, contextTokens: o.contextTokens ?? DEFAULT_CONTEXT_TOKENS,
       degradationDim: 256, degradations: DEGRADATIONS, leakySlope: 0.01, eps: 1e-5,
     }));
     o.onProgress?.('prompt_processor');
