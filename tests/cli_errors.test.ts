@@ -166,6 +166,19 @@ describe('dr restore: options that would do nothing are refused; --json says wha
   }, 60_000);
 });
 
+describe('--key, which picks a state dict in a PyTorch file, does nothing elsewhere: refused', () => {
+  it.each([
+    [['inspect', path.join(CLIP, 'model.safetensors'), '--key', 'ema'], 'is a safetensors file, one set of tensors'],
+    [['convert', path.join(CLIP, 'model.safetensors'), '-o', 'OUT', '--key', 'ema'], 'is a safetensors file, one set of tensors'],
+    [['inspect', CLIP, '--key', 'ema'], 'is a folder; --key picks a state dict in a PyTorch file'],
+  ])('%j', async (args, message) => {
+    fs.mkdirSync(at('key'), { recursive: true });
+    const r = await dr(...args.map((a) => (a === 'OUT' ? at('key', 'out.safetensors') : a)));
+    expectUserError(r, '--key ema: ', message);
+    expect(fs.existsSync(at('key', 'out.safetensors'))).toBe(false);
+  });
+});
+
 describe('--seed: the range the generators honour, in every command (item 9)', () => {
   it.each([
     ['restore', ...TRAINING_FREE],

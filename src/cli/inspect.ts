@@ -47,6 +47,7 @@ function inspect(target: string, opts: InspectOptions): void {
   if (!stat) throw new DrError(`${target}: no such file or folder`);
   let layout: string;
   let parts: Part[];
+  if (stat.isDirectory() && opts.key !== undefined) throw new DrError(`--key ${opts.key}: ${target} is a folder; --key picks a state dict in a PyTorch file (.pth, .ckpt, .bin)`);
   if (stat.isDirectory() && fs.existsSync(path.join(target, 'model_index.json'))) {
     layout = 'diffusers pipeline folder';
     // The components model_index.json names ([library, class] entries), those with weights.

@@ -67,7 +67,10 @@ const SINGLE_FILE_NAMES = ['model.safetensors', 'diffusion_pytorch_model.safeten
 /** One weights file: safetensors, or a torch pickle (`key` picks among several state dicts). */
 export function openTensorFile(path: string, key?: string): TensorSource {
   if (!fs.existsSync(path)) throw new DrError(`${path}: no such file`);
-  return !path.endsWith('.safetensors') && looksLikeTorch(path) ? TorchSource.open(path, key) : SafetensorsFile.open(path);
+  if (!path.endsWith('.safetensors') && looksLikeTorch(path)) return TorchSource.open(path, key);
+  // A safetensors file is one flat set of tensors: a --key would silently do nothing.
+  if (key !== undefined) throw new DrError(`--key ${key}: ${path} is a safetensors file, one set of tensors; --key picks a state dict in a PyTorch file (.pth, .ckpt, .bin)`);
+  return SafetensorsFile.open(path);
 }
 
 export class Checkpoint {
