@@ -14,14 +14,16 @@ export class Progress {
 
   private readonly bar?: cliProgress.SingleBar;
 
-  constructor(label: string, total: number, opts: { minTotal?: number; unit?: string; bytes?: boolean } = {}) {
+  /** `start`: work done before (a resumed run); `info`: a text field after the ETA, set by tick (loss terms). */
+  constructor(label: string, total: number, opts: { minTotal?: number; unit?: string; bytes?: boolean; start?: number; info?: boolean } = {}) {
     if (!process.stderr.isTTY || total < (opts.minTotal ?? 2)) return;
-    const fmt = opts.bytes ? '{value_mib}/{total_mib} MiB' : `{value}/{total} ${opts.unit ?? ''}`;
+    const fmt = (opts.bytes ? '{value_mib}/{total_mib} MiB' : `{value}/{total} ${opts.unit ?? ''}`) + (opts.info ? ' | {info}' : '');
     this.bar = new cliProgress.SingleBar(
       { format: `${label} [{bar}] {percentage}% | ${fmt} | ETA {eta_formatted}`, stream: process.stderr, hideCursor: true, clearOnComplete: true },
       cliProgress.Presets.shades_classic,
     );
-    this.bar.start(total, 0, opts.bytes ? { value_mib: '0', total_mib: mib(total) } : {});
+    this.value = opts.start ?? 0;
+    this.bar.start(total, this.value, opts.bytes ? { value_mib: '0', total_mib: mib(total) } : { info: '' });
     Progress.shown.add(this);
     this.bytes = !!opts.bytes;
   }
@@ -29,9 +31,9 @@ export class Progress {
   private bytes = false;
   private value = 0;
 
-  tick(n = 1): void {
+  tick(n = 1, info?: string): void {
     this.value += n;
-    this.bar?.update(this.value, this.bytes ? { value_mib: mib(this.value) } : {});
+    this.bar?.update(this.value, this.bytes ? { value_mib: mib(this.value) } : info !== undefined ? { info } : {});
   }
 
   stop(): void {

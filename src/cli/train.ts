@@ -1,3 +1,4 @@
+import fs from 'node:fs';
 import path from 'node:path';
 import { Command } from 'commander';
 import { checkOutputFile, Inputs } from '../atomic.js';
@@ -12,14 +13,34 @@ import { NLayerDiscriminator, PIX2PIX_DISCRIMINATOR } from '../graph/train/discr
 import type { AdamWOptions } from '../engine/ops/adamw.js';
 import { SafetensorsFile, writeSafetensors, type TensorToWrite } from '../weights/safetensors.js';
 import { modelDir, sdModel } from './models.js';
-import { ADAPTER_HELP, numberOption, runCommand } from './run.js';
+import { ADAPTER_HELP, numberOption, runCommand, seedOption } from './run.js';
+import { checkRunOutput, trainRun, type RunSettings } from './train_run.js';
+import { readTrainState } from '../graph/train/checkpoint.js';
 
 interface TrainCliOptions {
   stage: string;
   model?: string;
   batchFile?: string;
   dump?: string;
-  steps: string;
+  steps?: string;
+  output?: string;
+  data?: string[];
+  degrade?: string[];
+  lq?: string;
+  hq?: string;
+  labels?: string;
+  recursive?: boolean;
+  skipSmall?: boolean;
+  size: string;
+  batch: string;
+  accumulate: string;
+  epochs?: string;
+  checkpointEvery: string;
+  keep: string;
+  resume?: string;
+  seed: string;
+  previewEvery?: string;
+  json?: boolean;
   lr: string;
   weightDecay: string;
   vgg?: string;
@@ -36,7 +57,6 @@ export interface StageInputs {
   e: Engine;
   dir: string;
   bases: DiffRestorerParts;
-  batch: SafetensorsFile;
   /** Weights of the frozen modules. */
   precision: Precision;
   /** --vgg: VGG-19 features for stage 2's perceptual loss. */
@@ -45,9 +65,9 @@ export interface StageInputs {
   adversarial: { weight: number; discriminator?: string; optimizer: AdamWOptions };
 }
 
-/** The training stages by --stage: each builds its trainable parameters and loss on the batch. */
+/** The training stages by --stage: each loads its models (the batch comes with setBatch). */
 const STAGES: Record<string, (s: StageInputs) => Stage> = {
-  1: (s) => Stage1.load(s.e, s.batch, s),
+  1: (s) => Stage1.open(s.e, s),
   2: (s) => {
     if (!s.vgg) throw new DrError('--stage 2 needs --vgg FILE (VGG-19 features weights for the perceptual loss)');
     const a = s.adversarial;
@@ -55,18 +75,36 @@ const STAGES: Record<string, (s: StageInputs) => Stage> = {
       weight: a.weight, optimizer: a.optimizer,
       discriminator: a.discriminator ? NLayerDiscriminator.load(s.e, a.discriminator) : NLayerDiscriminator.init(s.e, PIX2PIX_DISCRIMINATOR, 0),
     } : undefined;
-    return Stage2.load(s.e, s.batch, { ...s, vgg: s.vgg, critic });
+    return Stage2.open(s.e, { ...s, vgg: s.vgg, critic });
   },
 };
 
 export function trainCommand(): Command {
   return new Command('train')
-    .description('train a Diff-Restorer checkpoint: AdamW steps on one batch, writing losses, gradients and parameters (checking against a reference)')
-    .requiredOption('--stage <n>', '1 (prompt processor + control: L_diff + L_deg + L_rec) or 2 (degradation-aware decoder)')
-    .requiredOption('-m, --model <dir>', 'a Diff-Restorer checkpoint (see `dr init`); its model_index.json names the base models')
-    .requiredOption('--batch-file <file>', "safetensors file with one batch (tensor names as in shared/fixtures/train's stage<n>_io)")
-    .requiredOption('--dump <file>', 'safetensors file to write the losses, first-step gradients and parameters after each step to')
-    .option('--steps <n>', 'AdamW steps on the batch', '1')
+    .description('train a Diff-Restorer checkpoint (stage 1 or 2) from a folder of photos into -o OUT_DIR, resumable; or check mode: AdamW steps on one --batch-file, dumping losses, gradients and parameters')
+    .option('--stage <n>', '1 (prompt processor + control: L_diff + L_deg + L_rec) or 2 (degradation-aware decoder)')
+    .option('-m, --model <dir>', 'a Diff-Restorer checkpoint to start from (see `dr init`); its model_index.json names the base models')
+    .option('-o, --output <dir>', 'the run folder: the latest checkpoint (dr init layout, restorable), checkpoints/step-N/, log.jsonl, previews/')
+    .option('--resume <dir>', 'continue the run in this folder from its latest checkpoint, exactly (settings as saved unless given again)')
+    .option('--data <dir>', 'clean photos; LQ images synthesised on the fly (repeatable)', collect, [])
+    .option('--degrade <chain>', 'a dr degrade --type chain each sample may draw (repeatable; default the eight classes); CHAIN=CLASS sets its label', collect, [])
+    .option('--lq <dir>', 'paired data: degraded images (with --hq)')
+    .option('--hq <dir>', 'paired data: clean images matched by file name (with --lq)')
+    .option('--labels <file.csv>', 'paired data: "name,label" lines (default: the --lq sub-folder names)')
+    .option('--recursive', 'read the data folders with their subfolders')
+    .option('--skip-small', 'leave out images smaller than --size (default: upscale them)')
+    .option('--size <px>', 'crop side (a multiple of the VAE factor, 8)', '512')
+    .option('--batch <n>', 'images per micro-batch', '1')
+    .option('--accumulate <k>', 'micro-batches per AdamW step (effective batch = batch × k)', '1')
+    .option('--steps <n>', 'AdamW steps of the whole run (a resumed run continues up to it); check mode: steps on the batch (default 1)')
+    .option('--epochs <n>', 'instead of --steps: passes over the data')
+    .option('--checkpoint-every <n>', 'write a checkpoint every n steps (and at the end, and on Ctrl-C)', '500')
+    .option('--keep <k>', 'checkpoints kept under OUT_DIR/checkpoints/ (the latest is also OUT_DIR itself)', '3')
+    .option('--seed <n>', 'seeds the data order, crops, degradations, timesteps and noise', '0')
+    .option('--preview-every <n>', 'restore the preview images with the current weights into OUT_DIR/previews/step_N/ every n steps')
+    .option('--json', 'print a JSON summary at the end')
+    .option('--batch-file <file>', "check mode: safetensors file with one batch (tensor names as in shared/fixtures/train's stage<n>_io)")
+    .option('--dump <file>', 'check mode: safetensors file to write the losses, first-step gradients and parameters after each step to')
     .option('--lr <x>', 'AdamW learning rate', '1e-5')
     .option('--weight-decay <x>', 'AdamW decoupled weight decay', '1e-2')
     .option('--vgg <file>', "stage 2: VGG-19 features weights (torchvision's features.N keys, any widths)")
@@ -88,13 +126,17 @@ AdamW: betas (0.9, 0.999), eps 1e-8, as torch.optim.AdamW.
 
 Example:
   dr train --stage 1 --model dr-ckpt --batch-file stage1_io.safetensors --dump out.safetensors --steps 2 --lr 1e-3`)
-    .action((opts: TrainCliOptions) => runCommand(() => train(opts)));
+    .action((opts: TrainCliOptions, cmd: Command) => runCommand(() => (opts.batchFile || opts.dump ? train(opts) : run(opts, cmd))));
 }
 
+const collect = (v: string, all: string[]): string[] => [...all, v];
+
 async function train(opts: TrainCliOptions): Promise<void> {
+  if (!opts.batchFile || !opts.dump) throw new DrError(`check mode needs both --batch-file and --dump (the run mode takes -o OUT_DIR and --data)`);
+  if (!opts.stage) throw new DrError('--stage 1|2 is required');
   const build = STAGES[opts.stage];
   if (!build) throw new DrError(`--stage: expected ${Object.keys(STAGES).join(' or ')}, got "${opts.stage}"`);
-  const steps = numberOption('--steps', opts.steps, (n) => Number.isInteger(n) && n >= 1, 'a positive integer')!;
+  const steps = numberOption('--steps', opts.steps ?? '1', (n) => Number.isInteger(n) && n >= 1, 'a positive integer')!;
   const lr = numberOption('--lr', opts.lr, (n) => n > 0, 'a positive number')!;
   const weightDecay = numberOption('--weight-decay', opts.weightDecay, (n) => n >= 0, 'a non-negative number')!;
   const advWeight = numberOption('--adv-weight', opts.advWeight, (n) => n >= 0, 'a non-negative number')!;
@@ -108,7 +150,8 @@ async function train(opts: TrainCliOptions): Promise<void> {
   try {
     const e = await Engine.create();
     const adversarial = { weight: advWeight, discriminator: opts.discriminator, optimizer: { lr, weightDecay } };
-    const stage = build({ e, dir, bases, batch, precision: opts.precision, vgg: opts.vgg, adversarial });
+    const stage = build({ e, dir, bases, precision: opts.precision, vgg: opts.vgg, adversarial });
+    stage.setBatch(e, batch);
     const out: TensorToWrite[] = [];
     // Seconds from the step's start to its loss on the host (forward and backward; the AdamW
     // update and the dump's read-back land in the next step's time).
@@ -126,4 +169,74 @@ async function train(opts: TrainCliOptions): Promise<void> {
   } finally {
     batch.close();
   }
+}
+
+/** The training run: `-o OUT_DIR` (or `--resume OUT_DIR`) from --data or --lq/--hq. */
+async function run(opts: TrainCliOptions, cmd: Command): Promise<number> {
+  const resume = opts.resume !== undefined;
+  if (resume && opts.output && path.resolve(opts.output) !== path.resolve(opts.resume!)) throw new DrError('--resume continues the run in its own folder: give -o the same folder or leave it out');
+  const out = path.resolve(opts.resume ?? opts.output ?? '');
+  if (!opts.resume && !opts.output) throw new DrError('-o OUT_DIR (the run folder) is required, or --resume OUT_DIR, or --batch-file with --dump for the check mode');
+  // A resumed run takes its saved settings where the command line gives none.
+  const saved = resume ? readTrainState(out).settings as Partial<RunSettings> : {};
+  const given = (key: keyof TrainCliOptions): boolean => {
+    const src = cmd.getOptionValueSource(key);
+    return src !== undefined && src !== 'default' && !(Array.isArray(opts[key]) && !(opts[key] as unknown[]).length);
+  };
+  const pick = <T>(key: keyof TrainCliOptions & keyof RunSettings, parsed: () => T): T => (resume && !given(key) && saved[key] !== undefined ? saved[key] as T : parsed());
+  const stage = pick('stage', () => opts.stage);
+  if (!stage) throw new DrError('--stage 1|2 is required');
+  const build = STAGES[stage];
+  if (!build) throw new DrError(`--stage: expected ${Object.keys(STAGES).join(' or ')}, got "${stage}"`);
+  if (resume && saved.stage !== undefined && stage !== saved.stage) throw new DrError(`--stage ${stage}: the run in ${out} trains stage ${saved.stage}`);
+  const int = (name: string, v: string | undefined, min: number): number | undefined => numberOption(name, v, (n) => Number.isInteger(n) && n >= min, min ? 'a positive integer' : 'a non-negative integer');
+  const s: RunSettings = {
+    stage,
+    data: pick('data', () => opts.data),
+    degrade: pick('degrade', () => opts.degrade),
+    lq: pick('lq', () => opts.lq),
+    hq: pick('hq', () => opts.hq),
+    labels: pick('labels', () => opts.labels),
+    recursive: pick('recursive', () => opts.recursive),
+    skipSmall: pick('skipSmall', () => opts.skipSmall),
+    size: pick('size', () => int('--size', opts.size, 1)!),
+    batch: pick('batch', () => int('--batch', opts.batch, 1)!),
+    accumulate: pick('accumulate', () => int('--accumulate', opts.accumulate, 1)!),
+    lr: pick('lr', () => numberOption('--lr', opts.lr, (n) => n > 0, 'a positive number')!),
+    weightDecay: pick('weightDecay', () => numberOption('--weight-decay', opts.weightDecay, (n) => n >= 0, 'a non-negative number')!),
+    advWeight: pick('advWeight', () => numberOption('--adv-weight', opts.advWeight, (n) => n >= 0, 'a non-negative number')!),
+    precision: pick('precision', () => opts.precision as Precision),
+    seed: pick('seed', () => seedOption(opts.seed)),
+    vgg: pick('vgg', () => (opts.vgg ? path.resolve(opts.vgg) : undefined)),
+  };
+  if (s.precision !== 'f32' && s.precision !== 'f16') throw new DrError(`--precision: expected f32 or f16, got "${s.precision}"`);
+  if (resume && given('seed') && s.seed !== saved.seed) throw new DrError(`--seed ${s.seed}: the run in ${out} has seed ${saved.seed}; resuming exactly needs the same`);
+  if (opts.steps !== undefined && opts.epochs !== undefined) throw new DrError('--steps and --epochs: give one');
+  const steps = int('--steps', opts.steps, 1);
+  const epochs = numberOption('--epochs', opts.epochs, (n) => n > 0, 'a positive number');
+  if (steps === undefined && epochs === undefined) throw new DrError('--steps N or --epochs N is required (the length of the whole run)');
+  if (s.stage === '2' && !s.vgg) throw new DrError('--stage 2 needs --vgg FILE (VGG-19 features weights for the perceptual loss)');
+  // Data folders resolved: a resumed run may start from another working folder.
+  for (const k of ['lq', 'hq', 'labels'] as const) if (s[k] && !resume) s[k] = path.resolve(s[k]!);
+  if (!resume) s.data = s.data?.map((d) => path.resolve(d));
+
+  const model = resume ? out : modelDir(opts.model, '--model');
+  const index = readModelIndex(model);
+  const bases = { sd: sdModel(opts.sd ?? index.sd, '--sd'), clip: modelDir(opts.clip ?? index.clip, '--clip') };
+  const inputs = [model, bases.sd, bases.clip, ...(s.data ?? []), ...[s.lq, s.hq, s.labels, s.vgg, opts.discriminator].filter((x): x is string => !!x)];
+  if (!resume && path.resolve(model) === out) throw new DrError(`${out}: is the --model folder; write the run to another folder (or --resume a run)`);
+  checkRunOutput(out, resume, inputs);
+  // model_index.json of the run's checkpoints: existing base folders named relative to OUT_DIR (as dr init does).
+  const spec = (p: string): string => {
+    if (!fs.existsSync(p)) return p;
+    const rel = path.relative(out, p).split(path.sep).join('/');
+    return rel.startsWith('../') ? rel : `./${rel}`;
+  };
+  const optimizer = { lr: s.lr, weightDecay: s.weightDecay };
+  return trainRun({
+    ...s, model, bases, baseSpecs: { sd: spec(bases.sd), clip: spec(bases.clip) }, output: out, resume, steps, epochs,
+    checkpointEvery: int('--checkpoint-every', opts.checkpointEvery, 1)!, keep: int('--keep', opts.keep, 1)!,
+    previewEvery: int('--preview-every', opts.previewEvery, 1), json: !!opts.json, discriminator: opts.discriminator,
+    build: (e, dir, discriminator) => build({ e, dir, bases, precision: s.precision, vgg: s.vgg, adversarial: { weight: s.advWeight, discriminator, optimizer } }),
+  });
 }

@@ -85,6 +85,15 @@ export class AdamW {
     return this.moments.get(param);
   }
 
+  /** Sets a parameter's state (a resumed run's saved moments, f32, and step count). */
+  setState(param: Tensor, s: { m: Float32Array; v: Float32Array; step: number }): void {
+    assertShape('AdamW', s.m.length === param.size && s.v.length === param.size, `saved moments of ${s.m.length} for parameter ${param}`);
+    const old = this.moments.get(param);
+    if (old) for (const t of [old.m, old.v]) this.e.release(t);
+    const bytes = (a: Float32Array): Uint8Array => new Uint8Array(a.buffer, a.byteOffset, a.byteLength);
+    this.moments.set(param, { m: this.e.createWeight(bytes(s.m), param.shape, 'f32'), v: this.e.createWeight(bytes(s.v), param.shape, 'f32'), step: s.step });
+  }
+
   /** Bytes of optimiser state (the moments), for memory reports. */
   get stateBytes(): number {
     let n = 0;

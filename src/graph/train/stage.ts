@@ -5,7 +5,7 @@ import { grad } from '../../engine/autograd.js';
 import type { Engine } from '../../engine/engine.js';
 import { AdamW, type AdamWOptions } from '../../engine/ops/adamw.js';
 import type { Tensor } from '../../engine/tensor.js';
-import type { SafetensorsFile } from '../../weights/safetensors.js';
+import type { BatchReader } from './data.js';
 import type { Param } from '../module.js';
 
 export interface Stage {
@@ -13,8 +13,10 @@ export interface Stage {
   readonly params: readonly (readonly [string, Param])[];
   /** One forward pass (run under `grad`): `loss`, the one-element total, and each `loss_<term>`. */
   losses(e: Engine): Record<string, Tensor>;
-  /** Runs after each AdamW step: trains what the stage trains alternately (stage 2's critic). */
-  afterStep?(e: Engine): void;
+  /** Runs after each AdamW step: trains what the stage trains alternately (stage 2's critic); returns its loss terms (the caller releases them). */
+  afterStep?(e: Engine): Record<string, Tensor> | void;
+  /** Replaces the batch (the tensors of a `--batch-file`): the frozen parts' work on it is done here, once. */
+  setBatch(e: Engine, batch: BatchReader): void;
   /** Releases the batch tensors the stage holds. */
   dispose(e: Engine): void;
 }
@@ -28,7 +30,7 @@ export function named(part: string, params: [string, Param][]): [string, Param][
  * A batch file's tensor, its shape checked against `want` (undefined = any size there);
  * `what` says what the tensor is, for the error.
  */
-export function batchTensor(file: SafetensorsFile, name: string, want: readonly (number | undefined)[], what: string): { shape: number[]; data: Float32Array } {
+export function batchTensor(file: BatchReader, name: string, want: readonly (number | undefined)[], what: string): { shape: number[]; data: Float32Array } {
   const { shape } = file.info(name);
   if (shape.length !== want.length || want.some((d, i) => d !== undefined && d !== shape[i])) {
     const spec = want.map((d) => d ?? '*').join(', ');
@@ -38,7 +40,7 @@ export function batchTensor(file: SafetensorsFile, name: string, want: readonly 
 }
 
 /** Integer class indices or timesteps in [0, limit), one per sample. */
-export function batchIndices(file: SafetensorsFile, name: string, batch: number, limit: number, what: string): Int32Array {
+export function batchIndices(file: BatchReader, name: string, batch: number, limit: number, what: string): Int32Array {
   const { shape } = file.info(name);
   if (shape.length !== 1 || shape[0] !== batch) throw new DrError(`${file.path}: tensor "${name}" has shape [${shape}], expected [${batch}] (${what}, one per sample)`);
   const v = file.readInt32(name);
@@ -84,7 +86,7 @@ export async function trainSteps(
       }
       if (dump && n > 1) dump(`step${n - 1}.loss`, [], Float32Array.of(total));
       opt.step(tensors.flatMap((param, k) => (grads[k] ? [{ param, grad: grads[k]! }] : [])));
-      stage.afterStep?.(e);
+      for (const t of Object.values(stage.afterStep?.(e) ?? {})) e.release(t);
     } finally {
       for (const t of [loss, ...grads, ...Object.values(terms)]) if (t) e.release(t);
     }

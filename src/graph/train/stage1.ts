@@ -10,7 +10,6 @@ import type { Tensor } from '../../engine/tensor.js';
 import { add, mul, scale } from '../../engine/ops/elementwise.js';
 import { cast } from '../../engine/ops/copy.js';
 import { crossEntropy, mse } from '../../engine/ops/losses.js';
-import type { SafetensorsFile } from '../../weights/safetensors.js';
 import { ClipVisionModelWithProjection } from '../clip/model.js';
 import { DiffRestorerControl } from '../diffrestorer/control.js';
 import type { DiffRestorerParts } from '../diffrestorer/model.js';
@@ -20,6 +19,7 @@ import { SdBase } from '../sd/single_file.js';
 import { readUniPCConfig, type UniPCConfig } from '../sd/unipc.js';
 import { UNet2DConditionModel } from '../sd/unet.js';
 import { AutoencoderKL } from '../sd/vae.js';
+import type { BatchReader } from './data.js';
 import { batchIndices, batchTensor, named, type Stage } from './stage.js';
 
 /**
@@ -53,16 +53,15 @@ export interface Stage1Options {
 export class Stage1 implements Stage {
   readonly params: [string, Param][];
   /** Batch tensors, fixed over the steps: P_CLIP, I_LQ, I_HQ in [0, 1], z_t, ε and the labels. */
-  private readonly data: { pClip: Tensor; lq: Tensor; hq: Tensor; zt: Tensor; noise: Tensor; labels: Tensor };
+  private data?: { pClip: Tensor; lq: Tensor; hq: Tensor; zt: Tensor; noise: Tensor; labels: Tensor };
+  private timesteps: Int32Array = new Int32Array();
 
   private constructor(
     readonly promptProcessor: PromptProcessor,
     readonly control: DiffRestorerControl,
     readonly unet: UNet2DConditionModel,
-    readonly timesteps: Int32Array,
-    data: Stage1['data'],
+    private readonly frozen: { clip: ClipVisionModelWithProjection; vae: AutoencoderKL; abar: Float64Array; numTrainTimesteps: number },
   ) {
-    this.data = data;
     this.params = [
       ...named('prompt_processor', promptProcessor.setTrainable(true).trainableParams()),
       ...named('control', control.network.setTrainable(true).trainableParams()),
@@ -70,12 +69,15 @@ export class Stage1 implements Stage {
     ];
   }
 
-  /**
-   * Loads the models and prepares the batch: CLIP embeds `clip_pixel_values`, the VAE encodes
-   * z_0 (posterior mean × scaling_factor) of 2·`pixels_hq`−1 and z_t = √ᾱ_t·z_0 + √(1−ᾱ_t)·`noise`
-   * at `timesteps`, once: none of it depends on a trained weight.
-   */
-  static load(e: Engine, batch: SafetensorsFile, o: Stage1Options): Stage1 {
+  /** Loads the models and prepares the batch (see setBatch). */
+  static load(e: Engine, batch: BatchReader, o: Stage1Options): Stage1 {
+    const s = Stage1.open(e, o);
+    s.setBatch(e, batch);
+    return s;
+  }
+
+  /** Loads the models, with no batch yet. */
+  static open(e: Engine, o: Stage1Options): Stage1 {
     const ppDir = path.join(o.dir, 'prompt_processor');
     const pp = new PromptProcessor(readPromptProcessorConfig(ppDir));
     loadFromCheckpoint(e, pp, ppDir, { precision: 'f32' });
@@ -95,6 +97,17 @@ export class Stage1 implements Stage {
     if (schedule.predictionType !== 'epsilon') {
       throw new DrError(`${sd.dir('scheduler')}: prediction_type "${schedule.predictionType}": stage 1 trains epsilon prediction only`);
     }
+    return new Stage1(pp, control, unet, { clip, vae, abar: alphasCumprod(schedule), numTrainTimesteps: schedule.numTrainTimesteps });
+  }
+
+  /**
+   * Prepares a batch, replacing the last: CLIP embeds `clip_pixel_values`, the VAE encodes
+   * z_0 (posterior mean × scaling_factor) of 2·`pixels_hq`−1 and z_t = √ᾱ_t·z_0 + √(1−ᾱ_t)·`noise`
+   * at `timesteps`, once per batch: none of it depends on a trained weight.
+   */
+  setBatch(e: Engine, batch: BatchReader): void {
+    const { clip, vae, abar, numTrainTimesteps } = this.frozen;
+    const pp = this.promptProcessor;
 
     const hqIn = batchTensor(batch, 'pixels_hq', [undefined, 3, undefined, undefined], 'I_HQ, RGB in [0, 1]');
     const [B, , H, W] = hqIn.shape;
@@ -106,9 +119,7 @@ export class Stage1 implements Stage {
     const { channels, imageSize: S } = clip.config.vision;
     const clipIn = batchTensor(batch, 'clip_pixel_values', [B, channels, S, S], "CLIP's preprocessed input");
     const labels = batchIndices(batch, 'labels', B, pp.cfg.degradations.length, 'degradation classes');
-    const timesteps = batchIndices(batch, 'timesteps', B, schedule.numTrainTimesteps, 'training timesteps');
-
-    const abar = alphasCumprod(schedule);
+    const timesteps = batchIndices(batch, 'timesteps', B, numTrainTimesteps, 'training timesteps');
     const coef = (g: (a: number) => number): Tensor => e.upload(Float32Array.from(timesteps, (t) => g(abar[t])), [B, 1, 1, 1]);
     const data = e.tidy(() => {
       const up = (x: { shape: number[]; data: Float32Array }): Tensor => e.upload(x.data, x.shape);
@@ -119,10 +130,13 @@ export class Stage1 implements Stage {
       const zt = add(e, mul(e, z0, coef(Math.sqrt)), mul(e, noise, coef((a) => Math.sqrt(1 - a))));
       return { pClip, lq: up(lqIn), hq, zt, noise, labels: e.upload(labels, [B]) };
     });
-    return new Stage1(pp, control, unet, timesteps, data);
+    this.dispose(e);
+    this.data = data;
+    this.timesteps = timesteps;
   }
 
   losses(e: Engine): Record<string, Tensor> {
+    if (!this.data) throw new Error('Stage1.losses before setBatch');
     const { pClip, lq, hq, zt, noise, labels } = this.data;
     const { promptProcessor: pp, control, unet } = this;
     const { semantic, degradation } = pp.forward(e, pClip); // P_S [B, tokens, D], P_D [B, d]
@@ -141,6 +155,7 @@ export class Stage1 implements Stage {
   }
 
   dispose(e: Engine): void {
-    for (const t of Object.values(this.data)) e.release(t);
+    for (const t of Object.values(this.data ?? {})) e.release(t);
+    this.data = undefined;
   }
 }

@@ -14,7 +14,6 @@ import { cast } from '../../engine/ops/copy.js';
 import { add, scale } from '../../engine/ops/elementwise.js';
 import { bceWithLogits, mse } from '../../engine/ops/losses.js';
 import type { Tensor } from '../../engine/tensor.js';
-import type { SafetensorsFile } from '../../weights/safetensors.js';
 import { ClipVisionModelWithProjection } from '../clip/model.js';
 import { DegradationAwareDecoder } from '../diffrestorer/decoder.js';
 import { scaleTo11, type DiffRestorerParts } from '../diffrestorer/model.js';
@@ -23,6 +22,7 @@ import { loadFromCheckpoint, type Param, type Precision } from '../module.js';
 import { SdBase } from '../sd/single_file.js';
 import { AutoencoderKL } from '../sd/vae.js';
 import type { NLayerDiscriminator } from './discriminator.js';
+import type { BatchReader } from './data.js';
 import { batchTensor, named, type Stage } from './stage.js';
 import { perceptualLoss, Vgg19Features } from './vgg19.js';
 
@@ -63,15 +63,17 @@ export interface Stage2Inputs {
 
 export class Stage2 implements Stage {
   readonly params: [string, Param][];
-  private readonly critic?: { weight: number; d: NLayerDiscriminator; params: Tensor[]; optimizer: AdamW };
+  /** The critic and its optimizer (public for checkpoints). */
+  readonly critic?: { weight: number; d: NLayerDiscriminator; params: Tensor[]; optimizer: AdamW };
   /** x̂ of the last forward, kept for the critic's step. */
   private xhat?: Tensor;
+  private batchInputs?: Stage2Inputs;
 
   constructor(
     e: Engine,
     readonly decoder: DegradationAwareDecoder,
     readonly vgg: Vgg19Features,
-    readonly inputs: Stage2Inputs,
+    private readonly frozen: { vae: AutoencoderKL; clip: ClipVisionModelWithProjection; promptProcessor: PromptProcessor },
     critic?: Stage2Critic,
   ) {
     this.params = named('decoder', decoder.setTrainable(true).trainableParams());
@@ -81,8 +83,21 @@ export class Stage2 implements Stage {
     }
   }
 
-  /** Loads the models and runs the frozen parts on the batch (pixels_hq, pixels_lq, clip_pixel_values), once. */
-  static load(e: Engine, batch: SafetensorsFile, o: Stage2Options): Stage2 {
+  /** What the frozen parts gave for the batch. */
+  get inputs(): Stage2Inputs {
+    if (!this.batchInputs) throw new Error('Stage2 used before setBatch');
+    return this.batchInputs;
+  }
+
+  /** Loads the models and runs the frozen parts on the batch (see setBatch). */
+  static load(e: Engine, batch: BatchReader, o: Stage2Options): Stage2 {
+    const s = Stage2.open(e, o);
+    s.setBatch(e, batch);
+    return s;
+  }
+
+  /** Loads the models, with no batch yet. */
+  static open(e: Engine, o: Stage2Options): Stage2 {
     const vgg = Vgg19Features.load(e, o.vgg, o.precision);
     const ppDir = path.join(o.dir, 'prompt_processor');
     const pp = new PromptProcessor(readPromptProcessorConfig(ppDir));
@@ -96,7 +111,12 @@ export class Stage2 implements Stage {
     } finally {
       sd.close();
     }
+    return new Stage2(e, decoder, vgg, { vae, clip, promptProcessor: pp }, o.critic);
+  }
 
+  /** Replaces the batch (pixels_hq, pixels_lq, clip_pixel_values): runs the frozen parts on it, once. */
+  setBatch(e: Engine, batch: BatchReader): void {
+    const { vae, clip } = this.frozen;
     const hqIn = batchTensor(batch, 'pixels_hq', [undefined, 3, undefined, undefined], 'I_HQ, RGB in [0, 1]');
     const [B, , H, W] = hqIn.shape;
     const f = vae.downFactor;
@@ -105,8 +125,9 @@ export class Stage2 implements Stage {
     const { channels, imageSize: S } = clip.config.vision;
     const clipIn = batchTensor(batch, 'clip_pixel_values', [B, channels, S, S], "CLIP's preprocessed input");
     const up = (x: { shape: number[]; data: Float32Array }): Tensor => e.upload(x.data, x.shape);
-    const inputs = e.tidy(() => frozenInputs(e, { vae, clip, promptProcessor: pp }, up(hqIn), up(lqIn), up(clipIn)));
-    return new Stage2(e, decoder, vgg, inputs, o.critic);
+    const inputs = e.tidy(() => frozenInputs(e, this.frozen, up(hqIn), up(lqIn), up(clipIn)));
+    this.dispose(e);
+    this.batchInputs = inputs;
   }
 
   /** x̂ = decoder(z_0, skips, P_D) in about [-1, 1], f32. */
@@ -134,21 +155,23 @@ export class Stage2 implements Stage {
    * The critic's step after each generator step: the gradient of ½(BCE(D(x), 1) + BCE(D(x̂), 0))
    * (pix2pix's D loss) on the last forward's x̂, which needs no gradient here (detached).
    */
-  afterStep(e: Engine): void {
+  afterStep(e: Engine): Record<string, Tensor> | void {
     const c = this.critic;
     if (!c || !this.xhat) return;
     const { target } = this.inputs;
     const xhat = this.xhat;
     const { loss, grads } = grad(e, () => criticLoss(e, c.d, target, xhat), c.params);
     c.optimizer.step(c.params.map((param, i) => ({ param, grad: grads[i] })));
-    for (const t of [loss, ...grads, xhat]) if (t) e.release(t);
+    for (const t of [...grads, xhat]) if (t) e.release(t);
     this.xhat = undefined;
+    return { loss_disc: loss };
   }
 
   dispose(e: Engine): void {
-    const x = this.inputs;
-    for (const t of [x.target, x.z0, ...x.skips, x.pd, this.xhat]) if (t) e.release(t);
+    const x = this.batchInputs;
+    for (const t of [x?.target, x?.z0, ...(x?.skips ?? []), x?.pd, this.xhat]) if (t) e.release(t);
     this.xhat = undefined;
+    this.batchInputs = undefined;
   }
 }
 
