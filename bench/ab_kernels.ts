@@ -1,6 +1,6 @@
 // A/B of the two kernel paths (src/engine/kernels.ts) through the ops themselves, alternating in
 // one process so that other load on the machine hits both alike:
-//   node dist/bench/ab_kernels.js [matmul] [conv] [--rounds 3] [--quick]
+//   node dist/bench/ab_kernels.js [matmul] [conv] [f16] [--rounds 3] [--quick]
 // Linear products x[M, K] · W[N, K]ᵀ and SD-sized 3×3 convolutions (padding 1), with W a weight
 // (its texture made once, as in a model); each call on the CPU path includes copying the
 // activation into a texture. Prints wall-clock GFLOP/s (GPU
@@ -12,12 +12,16 @@ import { chooseKernels, adapterTraits, type KernelPath } from '../src/engine/ker
 import { matmul } from '../src/engine/ops/matmul.js';
 import { conv2d } from '../src/engine/ops/conv2d.js';
 import type { Tensor } from '../src/engine/tensor.js';
+import { f32ToF16Bits } from '../src/engine/half.js';
 import { adapterInfo, fmt, measure, rand } from './timing.js';
 
 const args = process.argv.slice(2);
 const roundsAt = args.indexOf('--rounds');
 const rounds = roundsAt >= 0 ? Number(args[roundsAt + 1]) : 3;
 const quick = args.includes('--quick');
+// f16: activations and weights in f16 (the CPU path then packs 8 halves per texel), f32 accumulation.
+const dtype = args.includes('f16') ? 'f16' : 'f32';
+const weightBytes = (v: Float32Array): Uint8Array => new Uint8Array(dtype === 'f16' ? Uint16Array.from(v, f32ToF16Bits).buffer : v.buffer);
 const ops = args.filter((a) => a === 'matmul' || a === 'conv');
 const MATMULS: [number, number, number][] = quick ? [[256, 320, 320]]
   : [[1024, 1024, 1024], [256, 320, 320], [4096, 320, 320], [257, 1024, 4096]];
@@ -35,15 +39,15 @@ function cases(e: Engine): Case[] {
   const out: Case[] = [];
   if (!ops.length || ops.includes('matmul')) {
     for (const [M, K, N] of MATMULS) {
-      const x = e.keep(e.upload(rand(M * K, 1), [M, K]));
-      const w = e.createWeight(new Uint8Array(rand(N * K, 2, 0.05).buffer), [N, K], 'f32');
+      const x = e.keep(e.upload(rand(M * K, 1), [M, K], dtype));
+      const w = e.createWeight(weightBytes(rand(N * K, 2, 0.05)), [N, K], dtype);
       out.push({ name: `linear ${M}×${K}×${N}`, flops: 2 * M * N * K, step: () => matmul(e, x, w, { transB: true }) });
     }
   }
   if (!ops.length || ops.includes('conv')) {
     for (const [Cin, S, Cout] of CONVS) {
-      const x = e.keep(e.upload(rand(Cin * S * S, 3), [1, Cin, S, S]));
-      const w = e.createWeight(new Uint8Array(rand(Cout * Cin * 9, 4, 0.05).buffer), [Cout, Cin, 3, 3], 'f32');
+      const x = e.keep(e.upload(rand(Cin * S * S, 3), [1, Cin, S, S], dtype));
+      const w = e.createWeight(weightBytes(rand(Cout * Cin * 9, 4, 0.05)), [Cout, Cin, 3, 3], dtype);
       out.push({ name: `conv ${Cin}→${Cout} 3×3 @${S}²`, flops: 2 * Cout * Cin * 9 * S * S, step: () => conv2d(e, x, w, { padding: 1 }) });
     }
   }
@@ -56,7 +60,7 @@ async function main(): Promise<void> {
   const paths: KernelPath[] = ['gpu', 'cpu'];
   const cores = os.cpus().length;
   const a = adapterInfo(e);
-  console.log(`adapter ${a.name} (${a.description}); ${cores} cores; load average ${os.loadavg().map((l) => l.toFixed(1)).join(' ')}`);
+  console.log(`${dtype}; adapter ${a.name} (${a.description}); ${cores} cores; load average ${os.loadavg().map((l) => l.toFixed(1)).join(' ')}`);
   for (const { name, flops, step } of cases(e)) {
     const outs: Float32Array[] = [];
     for (const p of paths) {
