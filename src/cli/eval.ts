@@ -230,9 +230,12 @@ async function evaluate(opts: EvalOptions): Promise<number> {
   const mean: Record<string, Scores> = {};
   const count: Record<string, Record<string, number>> = {};
   for (const f of dists) {
-    const values = (m: Metric) => rows.map((r) => r.scores[f.name][m.name]).filter((v): v is number => v !== null);
-    mean[f.name] = Object.fromEntries(metrics.map((m) => [m.name, values(m).length ? values(m).reduce((a, v) => a + v, 0) / values(m).length : null]));
-    count[f.name] = Object.fromEntries(metrics.map((m) => [m.name, values(m).length]));
+    [mean[f.name], count[f.name]] = [{}, {}];
+    for (const m of metrics) {
+      const values = rows.map((r) => r.scores[f.name][m.name]).filter((v): v is number => v !== null);
+      mean[f.name][m.name] = values.length ? values.reduce((a, v) => a + v, 0) / values.length : null;
+      count[f.name][m.name] = values.length;
+    }
   }
   if (opts.json) {
     const doc = { metrics: metrics.map(describe(mopts)), ref: opts.ref ?? null, folders: dists, results: rows, mean, count, missing, unscored };
