@@ -277,8 +277,8 @@ describe('--shard i/n (item 16)', () => {
 });
 
 describe('consistent flags (item 17)', () => {
-  const COMMANDS = ['restore', 'init', 'probe', 'forward', 'doctor', 'inspect', 'convert', 'degrade', 'eval', 'fetch'];
-  const WRITERS = ['restore', 'init', 'forward', 'convert', 'degrade'];
+  const COMMANDS = ['restore', 'init', 'probe', 'forward', 'doctor', 'inspect', 'convert', 'degrade', 'eval', 'fetch', 'plot'];
+  const WRITERS = ['restore', 'init', 'forward', 'convert', 'degrade', 'plot'];
 
   it('-m is --model only; every command that writes files has -o/--output and -f/--force', async () => {
     for (const c of COMMANDS) {

@@ -8,6 +8,7 @@ import { fetchCommand } from './fetch.js';
 import { forwardCommand } from './forward.js';
 import { initCommand } from './init.js';
 import { inspectCommand } from './inspect.js';
+import { plotCommand } from './plot.js';
 import { probeCommand } from './probe.js';
 import { restoreCommand } from './restore.js';
 import { trainCommand } from './train.js';
@@ -26,6 +27,7 @@ const program = new Command('dr')
   .addCommand(evalCommand())
   .addCommand(fetchCommand())
   .addCommand(trainCommand())
+  .addCommand(plotCommand())
   .addHelpText('after', `
 Start with \`dr doctor\` to see which GPU dr will use, then e.g.
   dr fetch stable-diffusion-v1-5/stable-diffusion-v1-5     (once, with internet; see dr restore --help)
