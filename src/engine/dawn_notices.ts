@@ -27,18 +27,25 @@ export function filterDawnNotices<T>(call: () => T): T {
   const saved = reopenStderr();
   if (saved === undefined) return call();
   const tmp = path.join(os.tmpdir(), `.dr-dawn-${process.pid}.log`);
+  fs.closeSync(2);
   let fd: number | undefined;
   try {
-    fs.closeSync(2);
-    fd = fs.openSync(tmp, 'w+'); // the lowest free descriptor: 2, as 0 and 1 are open
+    // The lowest free descriptor, 2 (0 and 1 are open); 'wx+': a new file, never one planted there.
+    fd = fs.openSync(tmp, 'wx+', 0o600);
+  } catch {
+    // no temporary file: Dawn's lines go to stderr as they are
+  }
+  if (fd !== 2) {
+    if (fd !== undefined) fs.closeSync(fd);
+    putBack(saved);
+    return call();
+  }
+  try {
     return call();
   } finally {
-    if (fd !== undefined && fd !== 2) fs.closeSync(fd);
-    if (fd === 2) fs.closeSync(2);
-    const back = fs.openSync(`/proc/self/fd/${saved}`, fs.constants.O_WRONLY | O_APPEND | fs.constants.O_NONBLOCK);
-    fs.closeSync(saved);
-    if (back !== 2) fs.closeSync(back); // unreachable while 0 and 1 are open; stderr is then lost, not misdirected
-    const printed = fd === 2 ? fs.readFileSync(tmp, 'utf8') : '';
+    fs.closeSync(2);
+    putBack(saved);
+    const printed = fs.readFileSync(tmp, 'utf8');
     fs.rmSync(tmp, { force: true });
     const kept = printed.split('\n').filter((l, i, all) => !CLAMP_NOTICE.test(l) && (l !== '' || i < all.length - 1));
     try {
@@ -47,6 +54,13 @@ export function filterDawnNotices<T>(call: () => T): T {
       // stderr gone or full: Dawn's other notices are lost, the command goes on
     }
   }
+}
+
+/** Reopens the saved stderr as fd 2 (the lowest free descriptor again). */
+function putBack(saved: number): void {
+  const back = fs.openSync(`/proc/self/fd/${saved}`, fs.constants.O_WRONLY | O_APPEND | fs.constants.O_NONBLOCK);
+  fs.closeSync(saved);
+  if (back !== 2) fs.closeSync(back); // only if another thread took fd 2: stderr is then lost, not misdirected
 }
 
 /** A second descriptor for what fd 2 writes to, where reopening it is faithful (see above); undefined elsewhere. */
