@@ -23,18 +23,24 @@ const ORDER = ['loss', 'loss_diff', 'loss_deg', 'loss_rec', 'loss_mse', 'loss_pe
 const isTerm = (key: string): boolean => key === 'loss' || key.startsWith('loss_');
 
 export function readTrainingLog(file: string): TrainingLog {
-  let text: string;
+  let bytes: Buffer;
   try {
-    text = fs.readFileSync(file, 'utf8');
+    bytes = fs.readFileSync(file);
   } catch (err) {
     const code = (err as NodeJS.ErrnoException).code;
     if (code === 'ENOENT') throw new DrError(`${file}: no such file (dr train writes OUT_DIR/log.jsonl as it runs)`);
     if (code === 'EISDIR') throw new DrError(`${file}: is a folder, not a log`);
     throw new DrError(`${file}: cannot read (${code ?? (err as Error).message})`);
   }
-  const lines = text.split('\n');
+  // Lines decoded one by one: a long run's log may exceed the longest string V8 can hold.
+  const lines: string[] = [];
+  for (let start = 0; start < bytes.length;) {
+    const end = bytes.indexOf(10, start);
+    lines.push(bytes.toString('utf8', start, end < 0 ? bytes.length : end));
+    start = end < 0 ? bytes.length : end + 1;
+  }
   // Training appends while we read: an unterminated last line may be half-written.
-  const unterminated = !text.endsWith('\n') ? lines.length - 1 : -1;
+  const unterminated = bytes.length && bytes[bytes.length - 1] !== 10 ? lines.length - 1 : -1;
   const byStep = new Map<number, Record<string, unknown>>();
   const seen: string[] = [];
   const malformed: TrainingLog['malformed'] = { count: 0 };
