@@ -214,7 +214,7 @@ describe('dr plot', () => {
     [['stage1-run', '-o', 'stage1-run/log.jsonl'], 'the image must be named .png or .svg'],
     [['stage1-run', '--smooth', '1'], '--smooth: expected a number in [0, 1)'],
     [['stage1-run', '--smooth', 'x'], '--smooth: expected a number in [0, 1)'],
-    [['stage1-run', '--size', '300x200'], '--size: expected WIDTHxHEIGHT in pixels, from 660x426'],
+    [['stage1-run', '--size', '300x200'], '--size: expected WIDTHxHEIGHT in pixels, from 660x486'],
     [['stage1-run', '--size', 'big'], '--size: expected WIDTHxHEIGHT'],
     [['stage1-run', '-o', 'taken.png'], 'taken.png: already exists (use --force to overwrite)'],
     [['stage1-run', '-o', 'a-folder.png'], 'a-folder.png: is a folder'],

@@ -43,7 +43,7 @@ export function defaultHeight(terms: number): number {
 /** The smallest image whose panels still hold their labels and some curve. */
 export function minSize(terms: number): [number, number] {
   const cols = columns(terms);
-  return [20 + cols * 320, HEADER + Math.ceil(terms / cols) * 170 + FOOT];
+  return [20 + cols * 320, HEADER + Math.ceil(terms / cols) * 200 + FOOT];
 }
 
 export function lossChartSvg(log: TrainingLog, o: ChartOptions): string {
@@ -104,14 +104,18 @@ function panel(log: TrainingLog, name: string, color: string, b: Box, o: ChartOp
   const ema = o.smooth > 0 ? smoothEma(values, o.smooth) : undefined;
   // Plot area inside the panel: room for the y tick labels on the left, the x ticks and axis name below.
   const p = { x: b.x + 74, y: b.y + 30, w: b.w - 74 - 18, h: b.h - 30 - 52 };
-  const sx = linearScale(log.steps[0], log.steps[log.steps.length - 1], 6, 1);
-  const sy = shown.length ? (o.log ? logScale(Math.min(...shown), Math.max(...shown)) : linearScale(Math.min(...shown), Math.max(...shown), 5)) : linearScale(0, 1, 5);
+  // Tick counts follow the plot's size, so labels (about 50 px wide, 12 px high) never touch.
+  const sx = linearScale(log.steps[0], log.steps[log.steps.length - 1], Math.min(6, Math.floor(p.w / 80)), 1, true);
+  const yTicks = Math.min(5, Math.floor(p.h / 36));
+  const sy = shown.length ? (o.log ? logScale(Math.min(...shown), Math.max(...shown)) : linearScale(Math.min(...shown), Math.max(...shown), yTicks)) : linearScale(0, 1, yTicks);
   const X = (s: number) => p.x + ((s - sx.lo) / (sx.hi - sx.lo)) * p.w;
   const Y = (v: number) => p.y + p.h - ((sy.map(v) - sy.map(sy.lo)) / (sy.map(sy.hi) - sy.map(sy.lo))) * p.h;
   const last = [...values].reverse().find((v) => v !== null);
-  let head = `${name} (${MEANING[name] ?? 'loss term'})`;
-  if (last !== undefined && last !== null) head += ` · last ${num(last)}`;
-  if (hidden && o.log) head += ` · ${hidden} ≤ 0 not shown`;
+  const notes = [last !== undefined && last !== null ? `last ${num(last)}` : '', hidden && o.log ? `${hidden} ≤ 0 not shown` : ''].filter(Boolean);
+  // The title as long as the panel allows (bold 14 px DejaVu Sans: about 8.1 px a character, measured): the term's meaning goes first.
+  const room = (b.x + b.w - p.x) / 8.5;
+  const full = [`${name} (${MEANING[name] ?? 'loss term'})`, ...notes].join(' · ');
+  const head = full.length <= room ? full : [name, ...notes].join(' · ');
   const g: string[] = [
     `<g data-term="${esc(name)}">`,
     `<text x="${p.x}" y="${b.y + 20}" font-size="14" font-weight="bold" fill="${color}">${esc(head)}</text>`,
@@ -199,24 +203,28 @@ function pathData(steps: number[], values: readonly (number | null)[], X: (s: nu
 
 interface Scale { lo: number; hi: number; ticks: number[]; map: (v: number) => number }
 
-/** A padded range with "nice" ticks (1, 2, 5 × 10^k steps), about `count` of them, spaced at least `minStep` (steps are whole). */
-function linearScale(min: number, max: number, count: number, minStep = 0): Scale {
+/**
+ * A range with "nice" ticks (1, 2, 5 × 10^k steps), about `count` of them, spaced at least `minStep`
+ * (steps are whole): widened out to the ticks around the data, or `tight` to the data itself.
+ */
+function linearScale(min: number, max: number, count: number, minStep = 0, tight = false): Scale {
   if (min === max) {
     const pad = Math.abs(min) * 0.1 || 1;
     [min, max] = [min - pad, max + pad];
   }
   const step = Math.max(niceStep((max - min) / count), minStep);
-  const lo = Math.floor(min / step) * step;
-  const hi = Math.ceil(max / step) * step;
+  const lo = tight ? min : Math.floor(min / step) * step;
+  const hi = tight ? max : Math.ceil(max / step) * step;
   const ticks: number[] = [];
-  for (let k = Math.round(lo / step); k * step <= hi + step * 1e-9; k++) ticks.push(clean(k * step));
+  for (let k = Math.ceil(lo / step - 1e-9); k * step <= hi + step * 1e-9; k++) ticks.push(clean(k * step));
   return { lo, hi, ticks, map: (v) => v };
 }
 
 function niceStep(raw: number): number {
   const p = 10 ** Math.floor(Math.log10(raw));
   const f = raw / p;
-  return (f <= 1 ? 1 : f <= 2 ? 2 : f <= 5 ? 5 : 10) * p;
+  // The nearest nice step, not the next larger: a tight axis keeps at least two ticks.
+  return (f < 1.5 ? 1 : f < 3 ? 2 : f < 7 ? 5 : 10) * p;
 }
 
 /** Log10 axis from a decade boundary (or a 2/5 step when the data spans less than one) to the next. */
