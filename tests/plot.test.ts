@@ -148,6 +148,18 @@ describe('the chart', () => {
     expect(svg.length).toBeLessThan(300_000);
   });
 
+  it('a small image: the step axis spans the data with at least two ticks, titles drop the term\'s meaning, labels never crowd', () => {
+    const l = readTrainingLog(path.join(writeRun('small', `${stage1Lines(600).join('\n')}\n`), 'log.jsonl'));
+    const labels = (svg: string, term: string, anchor: string) => [...panelOf(svg, term).matchAll(new RegExp(`text-anchor="${anchor}">([^<]+)<`, 'g'))].map((m) => m[1]);
+    const small = lossChartSvg(l, { title: 't', log: false, smooth: 0, width: 660, height: 486 });
+    expect(labels(small, 'loss_deg', 'middle')).toEqual(['200', '400', '600', 'step']);
+    expect(labels(small, 'loss_deg', 'end').length).toBeLessThanOrEqual(1 + Math.floor((200 - 82) / 24)); // ≥ 24 px apart
+    expect(panelOf(small, 'loss_deg')).toMatch(/>loss_deg · last [^<]+<\/text>/);
+    const large = lossChartSvg(l, { title: 't', log: false, smooth: 0, width: 1200, height: defaultHeight(4) });
+    expect(panelOf(large, 'loss_deg')).toContain('>loss_deg (L_deg, degradation cross-entropy) · last ');
+    expect(labels(large, 'loss_deg', 'middle')).toEqual(['100', '200', '300', '400', '500', '600', 'step']);
+  });
+
   it('EMA starts at the first value and carries over a gap', () => {
     expect(smoothEma([1, 3, null, 5], 0.5)).toEqual([1, 2, null, 3.5]);
   });
