@@ -1,9 +1,10 @@
 // A/B of the two kernel paths (src/engine/kernels.ts) through the ops themselves, alternating in
 // one process so that other load on the machine hits both alike:
-//   node dist/bench/ab_kernels.js [matmul] [conv] [f16] [--rounds 3] [--quick]
+//   node dist/bench/ab_kernels.js [matmul] [conv] [unet] [f16] [--rounds 3] [--quick]
 // Linear products x[M, K] · W[N, K]ᵀ and SD-sized 3×3 convolutions (padding 1), with W a weight
 // (its texture made once, as in a model); each call on the CPU path includes copying the
-// activation into a texture. Prints wall-clock GFLOP/s (GPU
+// activation into a texture. `unet`: one step of the sd-tiny fixture UNet at 32×32 latents (ms;
+// small channel counts, attention and norms on the same kernels in both paths). Prints wall-clock GFLOP/s (GPU
 // timestamps, which are the CPU clock on lavapipe) and CPU-normalised GFLOP/s: FLOP ÷ (process
 // CPU seconds ÷ cores), which holds steady when other jobs take cores away.
 import os from 'node:os';
@@ -13,6 +14,9 @@ import { matmul } from '../src/engine/ops/matmul.js';
 import { conv2d } from '../src/engine/ops/conv2d.js';
 import type { Tensor } from '../src/engine/tensor.js';
 import { f32ToF16Bits } from '../src/engine/half.js';
+import { UNet2DConditionModel } from '../src/graph/sd/unet.js';
+import path from 'node:path';
+import { SD_TINY_DIR } from './sd.js';
 import { adapterInfo, fmt, measure, rand } from './timing.js';
 
 const args = process.argv.slice(2);
@@ -22,7 +26,7 @@ const quick = args.includes('--quick');
 // f16: activations and weights in f16 (the CPU path then packs 8 halves per texel), f32 accumulation.
 const dtype = args.includes('f16') ? 'f16' : 'f32';
 const weightBytes = (v: Float32Array): Uint8Array => new Uint8Array(dtype === 'f16' ? Uint16Array.from(v, f32ToF16Bits).buffer : v.buffer);
-const ops = args.filter((a) => a === 'matmul' || a === 'conv');
+const ops = args.filter((a) => a === 'matmul' || a === 'conv' || a === 'unet');
 const MATMULS: [number, number, number][] = quick ? [[256, 320, 320]]
   : [[1024, 1024, 1024], [256, 320, 320], [4096, 320, 320], [257, 1024, 4096]];
 // [channels in, side, channels out]: SD 1.5 UNet levels at 16×16 latents (128² images), and a 128-channel level at 64².
@@ -50,6 +54,12 @@ function cases(e: Engine): Case[] {
       const w = e.createWeight(weightBytes(rand(Cout * Cin * 9, 4, 0.05)), [Cout, Cin, 3, 3], dtype);
       out.push({ name: `conv ${Cin}→${Cout} 3×3 @${S}²`, flops: 2 * Cout * Cin * 9 * S * S, step: () => conv2d(e, x, w, { padding: 1 }) });
     }
+  }
+  if (ops.includes('unet')) {
+    const unet = UNet2DConditionModel.load(e, path.join(SD_TINY_DIR, 'unet'), dtype);
+    const sample = e.keep(e.upload(rand(4 * 32 * 32, 11), [1, 4, 32, 32], dtype));
+    const context = e.keep(e.upload(rand(77 * unet.config.crossAttentionDim, 12), [1, 77, unet.config.crossAttentionDim], dtype));
+    out.push({ name: 'sd-tiny UNet step 32×32', flops: 0, step: () => unet.forward(e, sample, 500, context) });
   }
   return out;
 }
@@ -82,9 +92,16 @@ async function main(): Promise<void> {
         const t = await measure(e, step, { minSeconds: 0.5, reps: 2 });
         const c = process.cpuUsage(c0);
         const calls = 2 + t.iters; // warm-up, first, then one repetition of iters
-        wall.set(p, Math.max(wall.get(p) ?? 0, flops / (t.gpuBest ?? t.best) / 1e9));
-        cpu.set(p, Math.max(cpu.get(p) ?? 0, (flops * calls) / ((c.user + c.system) / 1e6 / cores) / 1e9));
+        const work = flops || 1e6; // a model step: 1e6 / 1e9 per second, i.e. calls per ms
+        wall.set(p, Math.max(wall.get(p) ?? 0, work / (t.gpuBest ?? t.best) / 1e9));
+        cpu.set(p, Math.max(cpu.get(p) ?? 0, (work * calls) / ((c.user + c.system) / 1e6 / cores) / 1e9));
       }
+    }
+    if (!flops) {
+      // A model step: milliseconds (wall is the best of the timed calls; CPU ms per call, normalised).
+      console.log(name.padEnd(26) + paths.map((p) => `${p} ${fmt(1 / wall.get(p)!, 0)} ms (${fmt(1 / cpu.get(p)!, 0)} cpu-norm)`).join('  ') +
+        `  cpu/gpu speed ×${fmt(wall.get('cpu')! / wall.get('gpu')!, 2)} (×${fmt(cpu.get('cpu')! / cpu.get('gpu')!, 2)})  max|diff|/max ${(err / scale).toExponential(1)}`);
+      continue;
     }
     const ratio = (m: Map<KernelPath, number>) => `×${fmt(m.get('cpu')! / m.get('gpu')!, 2)}`;
     console.log(name.padEnd(26) +
