@@ -7,7 +7,7 @@ import sharp from 'sharp';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { DrError } from '../src/errors.js';
 import { defaultHeight, lossChartSvg, smoothEma } from '../src/plot/chart.js';
-import { readTrainingLog, summarise } from '../src/plot/log.js';
+import { readTrainingLog, summarise, type TrainingLog } from '../src/plot/log.js';
 import { dr, expectUserError } from './cli_runner.js';
 
 let tmp: string;
@@ -158,6 +158,19 @@ describe('the chart', () => {
     const large = lossChartSvg(l, { title: 't', log: false, smooth: 0, width: 1200, height: defaultHeight(4) });
     expect(panelOf(large, 'loss_deg')).toContain('>loss_deg (L_deg, degradation cross-entropy) · last ');
     expect(labels(large, 'loss_deg', 'middle')).toEqual(['100', '200', '300', '400', '500', '600', 'step']);
+  });
+
+  it('a million-step run (more values than a call takes arguments) and a term name that is no valid id', () => {
+    const n = 1_000_000;
+    const steps = Array.from({ length: n }, (_, i) => i);
+    const log: TrainingLog = {
+      file: 'log.jsonl', steps, terms: new Map([['loss_a "b"', steps.map((i) => 1 / (1 + i))]]), last: {}, malformed: { count: 0 }, partialLast: false,
+    };
+    const svg = lossChartSvg(log, { title: 't', log: true, smooth: 0, width: 800, height: defaultHeight(1) });
+    const panel = panelOf(svg, 'loss_a &quot;b&quot;');
+    expect(panel).toContain('<clipPath id="clip-0">');
+    expect(panel).toContain('clip-path="url(#clip-0)"');
+    expect([...panel.matchAll(/text-anchor="end">([^<]+)</g)].map((m) => m[1])).toEqual(['1e-6', '1e-5', '1e-4', '0.001', '0.01', '0.1', '1']);
   });
 
   it('EMA starts at the first value and carries over a gap', () => {

@@ -62,7 +62,7 @@ export function lossChartSvg(log: TrainingLog, o: ChartOptions): string {
   names.forEach((name, i) => {
     const x = 10 + (i % cols) * panelW;
     const y = HEADER + Math.floor(i / cols) * panelH;
-    out.push(panel(log, name, PALETTE[i % PALETTE.length], { x, y, w: panelW, h: panelH }, o));
+    out.push(panel(log, name, i, { x, y, w: panelW, h: panelH }, o));
   });
   out.push('</svg>');
   return `${out.join('\n')}\n`;
@@ -96,7 +96,8 @@ function legend(right: number, y: number, smooth: number): string {
 
 interface Box { x: number; y: number; w: number; h: number }
 
-function panel(log: TrainingLog, name: string, color: string, b: Box, o: ChartOptions): string {
+function panel(log: TrainingLog, name: string, index: number, b: Box, o: ChartOptions): string {
+  const color = PALETTE[index % PALETTE.length];
   const raw = log.terms.get(name)!;
   const values = raw.map((v) => (v === null || !Number.isFinite(v) || (o.log && v <= 0) ? null : v));
   const hidden = raw.filter((v) => v !== null && v <= 0).length;
@@ -107,7 +108,9 @@ function panel(log: TrainingLog, name: string, color: string, b: Box, o: ChartOp
   // Tick counts follow the plot's size, so labels (about 50 px wide, 12 px high) never touch.
   const sx = linearScale(log.steps[0], log.steps[log.steps.length - 1], Math.min(6, Math.floor(p.w / 80)), 1, true);
   const yTicks = Math.min(5, Math.floor(p.h / 36));
-  const sy = shown.length ? (o.log ? logScale(Math.min(...shown), Math.max(...shown)) : linearScale(Math.min(...shown), Math.max(...shown), yTicks)) : linearScale(0, 1, yTicks);
+  // Not Math.min(...shown): a long run's values would overflow the call stack as arguments.
+  const [lo, hi] = shown.reduce(([a, b], v) => [Math.min(a, v), Math.max(b, v)], [Infinity, -Infinity]);
+  const sy = shown.length ? (o.log ? logScale(lo, hi) : linearScale(lo, hi, yTicks)) : linearScale(0, 1, yTicks);
   const X = (s: number) => p.x + ((s - sx.lo) / (sx.hi - sx.lo)) * p.w;
   const Y = (v: number) => p.y + p.h - ((sy.map(v) - sy.map(sy.lo)) / (sy.map(sy.hi) - sy.map(sy.lo))) * p.h;
   const last = [...values].reverse().find((v) => v !== null);
@@ -134,7 +137,7 @@ function panel(log: TrainingLog, name: string, color: string, b: Box, o: ChartOp
     g.push(`<text x="${tx}" y="${r(p.y + p.h + 19)}" font-size="12" fill="#333" text-anchor="middle">${stepLabel(t)}</text>`);
   }
   g.push(`<text x="${r(p.x + p.w / 2)}" y="${r(p.y + p.h + 40)}" font-size="13" fill="#333" text-anchor="middle">step</text>`);
-  const clip = `clip-${esc(name)}`;
+  const clip = `clip-${index}`; // an id, whatever characters the term's name has
   g.push(`<clipPath id="${clip}"><rect x="${p.x}" y="${p.y}" width="${p.w}" height="${p.h}"/></clipPath>`);
   const d = pathData(log.steps, values, X, Y, p.w);
   if (d) g.push(`<path class="raw" clip-path="url(#${clip})" d="${d}" fill="none" stroke="${color}" stroke-width="${ema ? 1 : 1.6}"${ema ? ' stroke-opacity="0.3"' : ''} stroke-linejoin="round"/>`);
