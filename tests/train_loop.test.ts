@@ -33,7 +33,7 @@ describe('dr train --stage 1 -o OUT_DIR', () => {
   let straight: string;
   beforeAll(async () => {
     straight = path.join(tmp, 'straight');
-    const r = await dr(...RUN, '--model', MODEL, '-o', straight, '--steps', '3', '--checkpoint-every', '1', '--keep', '2', '--json');
+    const r = await dr(...RUN, '--model', MODEL, '-o', straight, '--steps', '3', '--checkpoint-every', '1', '--keep', '2', '--preview-every', '3', '--json');
     expect(r.code, r.stderr).toBe(0);
     expect(JSON.parse(r.stdout)).toMatchObject({ steps: 3, from_step: 0, images: 6, checkpoint: 3 });
   }, 300_000);
@@ -74,6 +74,16 @@ describe('dr train --stage 1 -o OUT_DIR', () => {
     expect(r.code, r.stderr).toBe(0);
     expect(fs.statSync(out).size).toBeGreaterThan(0);
   }, 300_000);
+
+  it('--preview-every: 4 fixed crops of the data (LQ and HQ) restored by the step-3 checkpoint into previews/step_3/', async () => {
+    const inputs = fs.readdirSync(path.join(straight, 'previews', 'inputs')).sort();
+    expect(inputs).toEqual(['0_hq.png', '0_lq.png', '1_hq.png', '1_lq.png', '2_hq.png', '2_lq.png', '3_hq.png', '3_lq.png']);
+    expect(fs.readdirSync(path.join(straight, 'previews')).sort()).toEqual(['inputs', 'step_3']);
+    const restored = fs.readdirSync(path.join(straight, 'previews', 'step_3')).sort();
+    expect(restored).toEqual(['0_lq.png', '1_lq.png', '2_lq.png', '3_lq.png']);
+    const meta = await sharp(path.join(straight, 'previews', 'step_3', '0_lq.png')).metadata();
+    expect([meta.width, meta.height]).toEqual([32, 32]);
+  });
 
   it('log.jsonl: one line per step with step, loss, loss_diff, loss_deg, loss_rec, lr, seconds, images', () => {
     const lines = log(straight);

@@ -16,6 +16,7 @@ import { modelDir, sdModel } from './models.js';
 import { ADAPTER_HELP, numberOption, runCommand, seedOption } from './run.js';
 import { checkRunOutput, trainRun, type RunSettings } from './train_run.js';
 import { readTrainState } from '../graph/train/checkpoint.js';
+import { DATA_HELP } from '../graph/train/data.js';
 
 interface TrainCliOptions {
   stage: string;
@@ -40,6 +41,7 @@ interface TrainCliOptions {
   resume?: string;
   seed: string;
   previewEvery?: string;
+  workers?: string;
   json?: boolean;
   lr: string;
   weightDecay: string;
@@ -101,7 +103,8 @@ export function trainCommand(): Command {
     .option('--checkpoint-every <n>', 'write a checkpoint every n steps (and at the end, and on Ctrl-C)', '500')
     .option('--keep <k>', 'checkpoints kept under OUT_DIR/checkpoints/ (the latest is also OUT_DIR itself)', '3')
     .option('--seed <n>', 'seeds the data order, crops, degradations, timesteps and noise', '0')
-    .option('--preview-every <n>', 'restore the preview images with the current weights into OUT_DIR/previews/step_N/ every n steps')
+    .option('--workers <n>', 'threads building the samples (default up to 8, two cores left; the batches are the same for any number)')
+    .option('--preview-every <n>', 'every n steps (and at the end) write a checkpoint and restore 4 fixed preview crops of the data (OUT_DIR/previews/inputs/) with it into OUT_DIR/previews/step_N/')
     .option('--json', 'print a JSON summary at the end')
     .option('--batch-file <file>', "check mode: safetensors file with one batch (tensor names as in shared/fixtures/train's stage<n>_io)")
     .option('--dump <file>', 'check mode: safetensors file to write the losses, first-step gradients and parameters after each step to')
@@ -116,6 +119,13 @@ export function trainCommand(): Command {
     .option('--adapter <name|index>', ADAPTER_HELP)
     .option('-f, --force', 'overwrite the dump file if it exists')
     .addHelpText('after', `
+Run: dr train --stage 1 --model DR_DIR -o OUT_DIR --data PHOTOS --steps N; OUT_DIR holds the latest
+  checkpoint (dr restore --model OUT_DIR works at any time), checkpoints/step-N/ (--keep of them,
+  with optimizer moments, data position and seed), log.jsonl (dr plot OUT_DIR), previews/.
+  --resume OUT_DIR --steps M continues exactly (the saved settings apply unless given again).
+  Ctrl-C finishes the step, writes a checkpoint and exits 130; a NaN/Inf loss stops the run.
+${DATA_HELP}
+Check mode (--batch-file with --dump): AdamW steps on one batch, for checks against a reference.
 Batch tensors (stage 1): pixels_hq, pixels_lq [B,3,H,W] in [0,1]; clip_pixel_values [B,3,S,S]
   (CLIP-preprocessed); noise [B,4,H/8,W/8]; timesteps [B] and labels [B] (integers).
 Batch tensors (stage 2): pixels_hq, pixels_lq, clip_pixel_values, as stage 1. Its loss is
@@ -124,7 +134,10 @@ Dump: loss, loss_<term>, grad.<part>.<key> (first step), step<n>.<part>.<key> af
   step<n>.loss (the loss at the step-n parameters), <part> one of prompt_processor, control, decoder.
 AdamW: betas (0.9, 0.999), eps 1e-8, as torch.optim.AdamW.
 
-Example:
+Examples:
+  dr train --stage 1 --model dr-ckpt -o run1 --data photos/ --size 512 --batch 4 --accumulate 4 --steps 20000
+  dr train --resume run1 --steps 40000
+  dr train --stage 2 --model run1 -o run2 --data photos/ --vgg vgg19.safetensors --adv-weight 0.001 --epochs 25
   dr train --stage 1 --model dr-ckpt --batch-file stage1_io.safetensors --dump out.safetensors --steps 2 --lr 1e-3`)
     .action((opts: TrainCliOptions, cmd: Command) => runCommand(() => (opts.batchFile || opts.dump ? train(opts) : run(opts, cmd))));
 }
@@ -236,7 +249,7 @@ async function run(opts: TrainCliOptions, cmd: Command): Promise<number> {
   return trainRun({
     ...s, model, bases, baseSpecs: { sd: spec(bases.sd), clip: spec(bases.clip) }, output: out, resume, steps, epochs,
     checkpointEvery: int('--checkpoint-every', opts.checkpointEvery, 1)!, keep: int('--keep', opts.keep, 1)!,
-    previewEvery: int('--preview-every', opts.previewEvery, 1), json: !!opts.json, discriminator: opts.discriminator,
+    previewEvery: int('--preview-every', opts.previewEvery, 1), workers: int('--workers', opts.workers, 0), json: !!opts.json, discriminator: opts.discriminator,
     build: (e, dir, discriminator) => build({ e, dir, bases, precision: s.precision, vgg: s.vgg, adversarial: { weight: s.advWeight, discriminator, optimizer } }),
   });
 }

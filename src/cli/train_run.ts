@@ -1,8 +1,10 @@
 // `dr train -o OUT_DIR`: the training run (issue 10): batches from src/graph/train/data.ts, AdamW
 // steps with gradient accumulation, checkpoints (src/graph/train/checkpoint.ts) every N steps and
 // at the end, exact resumption, log.jsonl, previews, and a clean stop on Ctrl-C or a NaN loss.
+import { execFile } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
+import sharp from 'sharp';
 import { checkOutputFolder, Inputs, writeAtomic } from '../atomic.js';
 import { DrError } from '../errors.js';
 import { grad } from '../engine/autograd.js';
@@ -18,7 +20,7 @@ import { readVaeConfig } from '../graph/sd/vae.js';
 import {
   discriminatorDir, loadOptimizer, readTrainState, STATE_FILE, writeCheckpoint, type TrainedState, type TrainState,
 } from '../graph/train/checkpoint.js';
-import { batchReader, dataSourceFromCli, TrainData } from '../graph/train/data.js';
+import { batchReader, dataSourceFromCli, TrainData, type DataOptions } from '../graph/train/data.js';
 import type { Stage } from '../graph/train/stage.js';
 import { Stage2 } from '../graph/train/stage2.js';
 import { Progress } from './progress.js';
@@ -57,13 +59,15 @@ export interface RunOptions extends RunSettings {
   checkpointEvery: number;
   keep: number;
   previewEvery?: number;
+  workers?: number;
   json: boolean;
   discriminator?: string;
   /** Builds the stage's models (no batch yet). */
   build: (e: Engine, dir: string, discriminator: string | undefined) => Stage;
-  /** Restores the preview images with the checkpoint in `dir` into `outDir`. */
-  preview?: (e: Engine, dir: string, outDir: string) => Promise<void>;
 }
+
+/** Preview images: the first samples of the data (epoch 0, the run's seed), the same at every preview. */
+const PREVIEWS = 4;
 
 const STAGE_TERMS: Record<string, string[]> = {
   1: ['loss_diff', 'loss_deg', 'loss_rec'],
@@ -104,12 +108,14 @@ export async function trainRun(o: RunOptions): Promise<number> {
   } finally {
     sd.close();
   }
-  const data = TrainData.open({
+  const dataOptions: DataOptions = {
     source: dataSourceFromCli(o),
     size: o.size, batch: o.batch, seed: o.seed, small: o.skipSmall ? 'skip' : 'upscale',
     classes: readPromptProcessorConfig(path.join(o.model, 'prompt_processor')).degradations,
-    clip: readClipImageConfig(o.bases.clip), numTrainTimesteps, latentChannels, latentFactor,
-  }, prev?.data);
+    clip: readClipImageConfig(o.bases.clip), numTrainTimesteps, latentChannels, latentFactor, workers: o.workers,
+  };
+  const data = TrainData.open(dataOptions, prev?.data);
+  const previews = o.previewEvery ? await previewInputs(TrainData.open({ ...dataOptions, batch: Math.min(PREVIEWS, data.items.length), prefetch: false, workers: 0 }), path.join(out, 'previews', 'inputs')) : [];
   const perStep = o.batch * o.accumulate;
   const steps = o.steps ?? Math.ceil((o.epochs! * data.items.length) / perStep);
   const start = prev?.step ?? 0;
@@ -143,7 +149,7 @@ export async function trainRun(o: RunOptions): Promise<number> {
     const state: TrainState = { format: 1, stage: Number(o.stage), step, images, data: data.state(), seed: o.seed, optimizerSteps: {}, settings: { ...settings } };
     source = await writeCheckpoint(e, out, source, index, trained, state, o.keep);
     lastCheckpoint = step;
-    if (o.previewEvery && (step % o.previewEvery === 0 || step === steps) && o.preview) await o.preview(e, source, path.join(out, 'previews', `step_${step}`));
+    if (o.previewEvery && (step % o.previewEvery === 0 || step === steps)) await preview(previews, source, path.join(out, 'previews', `step_${step}`));
   };
 
   // Ctrl-C / SIGTERM: the step under way finishes and is checkpointed; a second one stops at once.
@@ -215,7 +221,8 @@ export async function trainRun(o: RunOptions): Promise<number> {
       fs.appendFileSync(logFile, `${JSON.stringify(line)}\n`);
       const rate = (step - start) / ((performance.now() - t0) / 1000);
       bar.tick(1, [`loss ${last.loss.toPrecision(4)}`, ...terms.filter((t) => last[t] !== undefined).map((t) => `${t.slice(5)} ${last[t].toPrecision(3)}`), `${rate.toFixed(2)} steps/s`].join(' '));
-      if (step % o.checkpointEvery === 0 || step === steps || stopSignal) await checkpoint(step);
+      // A preview restores from a checkpoint: its steps write one too.
+      if (step % o.checkpointEvery === 0 || step === steps || stopSignal || (o.previewEvery && step % o.previewEvery === 0)) await checkpoint(step);
     }
   } finally {
     bar.stop();
@@ -235,4 +242,39 @@ export async function trainRun(o: RunOptions): Promise<number> {
     return stopSignal === 'SIGINT' ? 130 : 143;
   }
   return 0;
+}
+
+/** Writes the preview inputs once (LQ crops, with their HQ beside them for comparison); returns the LQ files. */
+async function previewInputs(data: TrainData, dir: string): Promise<string[]> {
+  const b = await data.next();
+  data.dispose();
+  fs.mkdirSync(dir, { recursive: true });
+  const files: string[] = [];
+  const [B, , H, W] = b.pixels_lq.shape;
+  for (let i = 0; i < B; i++) {
+    for (const [kind, a] of [['lq', b.pixels_lq], ['hq', b.pixels_hq]] as const) {
+      const n = H * W;
+      const px = new Uint8Array(3 * n);
+      for (let c = 0; c < 3; c++) for (let j = 0; j < n; j++) px[j * 3 + c] = Math.round(Math.min(1, Math.max(0, a.data[(i * 3 + c) * n + j])) * 255);
+      const file = path.join(dir, `${i}_${kind}.png`);
+      writeAtomic(file, await sharp(px, { raw: { width: W, height: H, channels: 3 } }).png().toBuffer());
+      if (kind === 'lq') files.push(file);
+    }
+  }
+  return files;
+}
+
+/**
+ * Restores the preview inputs with the checkpoint in `dir` by `dr restore` itself, in a process
+ * of its own (its models are freed when it ends); the run's adapter is inherited (DR_ADAPTER).
+ */
+async function preview(files: string[], dir: string, outDir: string): Promise<void> {
+  fs.mkdirSync(outDir, { recursive: true });
+  const args = [process.argv[1], 'restore', ...files, '--model', dir, '-o', `${outDir}${path.sep}`, '--force'];
+  await new Promise<void>((resolve, reject) => {
+    execFile(process.execPath, args, { maxBuffer: 16 << 20 }, (err, _stdout, stderr) => {
+      if (err) reject(new DrError(`preview of ${dir} failed: ${stderr.split('\n').filter((l) => l.startsWith('dr: ')).join(' ') || err.message}`));
+      else resolve();
+    });
+  });
 }
