@@ -98,6 +98,21 @@ describe('dr train --stage 1 -o OUT_DIR', () => {
   });
 });
 
+describe('dr train --stage 2 -o OUT_DIR (with the PatchGAN critic)', () => {
+  it('--steps 1 then --resume --steps 2 equals --steps 2 straight: decoder, discriminator and both optimizers, byte for byte', async () => {
+    const args = ['train', '--stage', '2', ...BASES, '--data', IMAGES, '--size', '32', '--batch', '2', '--lr', '1e-3', '--model', MODEL,
+      '--vgg', path.join(FIXTURES, 'train', 'vgg19.safetensors'), '--adv-weight', '0.001'];
+    const [a, b] = [path.join(tmp, 's2-straight'), path.join(tmp, 's2-resumed')];
+    for (const r of [await dr(...args, '-o', a, '--steps', '2'), await dr(...args, '-o', b, '--steps', '1'), await dr('train', '--resume', b, '--steps', '2')]) expect(r.code, r.stderr).toBe(0);
+    for (const f of ['decoder/model.safetensors', 'discriminator/model.safetensors', 'optimizer.safetensors']) {
+      expect(fs.readFileSync(path.join(b, f)).equals(fs.readFileSync(path.join(a, f))), f).toBe(true);
+    }
+    const lines = log(b);
+    expect(Object.keys(lines[1]).sort()).toEqual(['images', 'loss', 'loss_adv', 'loss_disc', 'loss_mse', 'loss_per', 'lr', 'seconds', 'step']);
+    expect(lines.map((l) => l.loss)).toEqual(log(a).map((l) => l.loss));
+  }, 300_000);
+});
+
 describe('dr train stops cleanly', () => {
   it('a NaN/Inf loss stops the run with one line; OUT_DIR keeps the last good checkpoint', async () => {
     const out = path.join(tmp, 'nan');
