@@ -16,7 +16,7 @@ import { groupNorm, layerNorm, softmax } from '../src/engine/ops/norms.js';
 import { add, mean, mul, scale, silu } from '../src/engine/ops/elementwise.js';
 import { cast, concat, upsampleNearest2x } from '../src/engine/ops/copy.js';
 import { crossEntropy, mse } from '../src/engine/ops/losses.js';
-import { rand } from './helpers.js';
+import { expectClose, rand } from './helpers.js';
 import {
   attentionRef, conv2dRef, crossEntropyRef, groupNormRef, layerNormRef, matmulRef, mseRef, siluRef, upsampleNearest2xRef,
 } from './reference.js';
@@ -241,6 +241,21 @@ describe('tape bookkeeping', () => {
     expect(g.some((v) => v !== 0)).toBe(true);
     expect(e.pool.stats.inUseBytes).toBeGreaterThan(before);
     // The loss and the gradients own their buffers: releasing them frees everything grad allocated.
+    for (const t of [loss, ...grads]) e.release(t!);
+    expect(e.pool.stats.inUseBytes).toBe(before);
+  });
+});
+
+describe('gradients that share a buffer', () => {
+  it('two params whose gradients are views of one dy (add passes it on): each returned gradient owns its buffer', async () => {
+    const [x, a, b] = [e.upload(rand(6, 90), [1, 6]), e.upload(rand(6, 91), [1, 6]), e.upload(rand(6, 92), [6])];
+    const before = e.pool.stats.inUseBytes;
+    const { loss, grads } = grad(e, () => mse(e, add(e, add(e, x, a), b), e.zeros([1, 6])), [a, b]);
+    expect(grads[0]!.buffer).not.toBe(grads[1]!.buffer);
+    // d mean((x + a + b)²) / da = d / db = 2(x + a + b) / 6, the same values in both.
+    const [xs, as, bs] = [rand(6, 90), rand(6, 91), rand(6, 92)];
+    for (const g of grads) expectClose(await e.read(g!), xs.map((v, i) => (2 * (v + as[i] + bs[i])) / 6), 1e-6, 1e-7);
+    // A buffer given twice would go back to the pool twice and later be handed to two tensors at once.
     for (const t of [loss, ...grads]) e.release(t!);
     expect(e.pool.stats.inUseBytes).toBe(before);
   });

@@ -6,7 +6,7 @@
 import type { Engine } from './engine.js';
 import { Tensor } from './tensor.js';
 import { addInto } from './ops/adamw.js';
-import { add } from './ops/elementwise.js';
+import { add, scale } from './ops/elementwise.js';
 
 /**
  * A backward closure: the gradient at the op's output (shaped like it) and, per input,
@@ -148,7 +148,23 @@ export function grad(e: Engine, fn: () => Tensor, params: readonly Tensor[]): Gr
       e.takeFromScopes(grads.get(base(loss))!);
       backward(e, tape, grads);
     }
-    return { loss, grads: params.map((p) => owning(grads.get(base(p)), p.shape)), stats };
+    // Two params may hold views of one buffer (add's backward passes dy on unchanged: a conv's bias and
+    // the time embedding added to its 1×1 output both get dy); each returned gradient owns its own.
+    const given = new Set<Tensor>();
+    return {
+      loss,
+      grads: params.map((p) => {
+        const g = grads.get(base(p));
+        if (g && given.has(base(g))) {
+          const copy = scale(e, g, 1); // g·1 + 0: exact
+          e.takeFromScopes(copy);
+          return owning(copy, p.shape);
+        }
+        if (g) given.add(base(g));
+        return owning(g, p.shape);
+      }),
+      stats,
+    };
   } finally {
     tape.releaseAll();
   }
