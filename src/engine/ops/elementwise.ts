@@ -126,7 +126,7 @@ export function binaryBackward(
 /**
  * t summed over the axes that broadcasting added to `shape` (right-aligned; 1 or missing in
  * `shape`), reshaped to `shape`: the gradient of an operand broadcast to t's shape (ggml's
- * repeat_back). A view of t when nothing is summed.
+ * repeat_back). t itself when nothing is summed and the shape is t's.
  */
 export function sumTo(e: Engine, t: Tensor, shape: readonly number[]): Tensor {
   const lead = t.shape.length - shape.length;
@@ -149,7 +149,9 @@ export function sumTo(e: Engine, t: Tensor, shape: readonly number[]): Tensor {
     }
     last = group;
   });
-  if (red.shape.length === 0) return t.reshape(shape);
+  // Nothing summed: t itself passes on; a reshaped view of it is copied instead (a batch of 1 gives a bias
+  // gradient [1, C] → [C]: as a view, the backward freed its buffer with dy while the param still held it).
+  if (red.shape.length === 0) return t.shape.join() === shape.join() ? t : scale(e, t, 1).reshape(shape);
   const pad4 = (v: number[], fill: number): number[] => [...Array(4 - v.length).fill(fill), ...v];
   const nOut = numel(keep.shape);
   const R = numel(red.shape);
