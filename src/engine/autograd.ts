@@ -148,8 +148,9 @@ export function grad(e: Engine, fn: () => Tensor, params: readonly Tensor[]): Gr
       e.takeFromScopes(grads.get(base(loss))!);
       backward(e, tape, grads);
     }
-    // Two params may hold views of one buffer (add's backward passes dy on unchanged: a conv's bias and
-    // the time embedding added to its 1×1 output both get dy); each returned gradient owns its own.
+    // Two params may hold one buffer (add's backward passes dy itself to each operand of dy's shape:
+    // x + a + c gives a and c the same tensor); each returned gradient owns its own, or the caller
+    // would release one buffer twice and the pool later hand it to two tensors at once.
     const given = new Set<Tensor>();
     return {
       loss,
