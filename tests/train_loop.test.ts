@@ -8,6 +8,10 @@ import os from 'node:os';
 import path from 'node:path';
 import sharp from 'sharp';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { grad } from '../src/engine/autograd.js';
+import { Engine } from '../src/engine/engine.js';
+import { Stage1 } from '../src/graph/train/stage1.js';
+import { SafetensorsFile } from '../src/weights/safetensors.js';
 import { CLI, dr, expectUserError, ourLines } from './cli_runner.js';
 import { FIXTURES, SHARED } from './helpers.js';
 
@@ -164,4 +168,37 @@ describe('dr train output checks, before any work', () => {
     expect(fs.readFileSync(path.join(busy, 'x.txt'), 'utf8')).toBe('x');
     expect(fs.existsSync(path.join(tmp, 'x'))).toBe(false);
   }, 60_000);
+});
+
+describe('--checkpointing (activation checkpointing of the control network)', () => {
+  it('keeps fewer activations for the backward (measured); same loss, gradients equal up to float32 reassociation', async () => {
+    const e = await Engine.create();
+    const batch = SafetensorsFile.open(path.join(FIXTURES, 'train', 'stage1_io.safetensors'));
+    const bases = { sd: path.join(FIXTURES, 'sd-tiny'), clip: path.join(FIXTURES, 'clip-tiny') };
+    const run = async (checkpointing: boolean): Promise<{ loss: number; grads: Float32Array[]; saved: number }> => {
+      const stage = Stage1.load(e, batch, { dir: MODEL, bases, precision: 'f32', checkpointing });
+      const { loss, grads, stats } = grad(e, () => stage.losses(e).loss, stage.params.map(([, p]) => p.t));
+      const out = { loss: (await e.read(loss))[0], grads: await Promise.all(grads.map((g) => (g ? e.read(g) : new Float32Array()))), saved: stats.savedBytes };
+      for (const t of [loss, ...grads]) if (t) e.release(t);
+      stage.dispose(e);
+      return out;
+    };
+    try {
+      const [plain, ckpt] = [await run(false), await run(true)];
+      // Measured on the fixture (64×64, batch 2): 10.6 → 9.3 MiB of activations kept for the backward
+      // (the frozen UNet's, which the gradient crosses, and the control encoder's stay).
+      expect(ckpt.saved).toBeLessThan(0.95 * plain.saved);
+      expect(ckpt.loss).toBe(plain.loss);
+      // The recomputed forward is bit-identical; only the order in which a shared input's (temb, P_S)
+      // gradient contributions are summed differs: a few float32 roundings of sums of tens of terms
+      // (measured ≤ 3.3e-6 of a tensor's largest value).
+      for (const [i, g] of plain.grads.entries()) {
+        const max = g.reduce((m, v) => Math.max(m, Math.abs(v)), 0);
+        const diff = g.reduce((m, v, j) => Math.max(m, Math.abs(v - ckpt.grads[i][j])), 0);
+        expect(diff, `gradient ${i}`).toBeLessThanOrEqual(1e-5 * max);
+      }
+    } finally {
+      batch.close();
+    }
+  }, 120_000);
 });

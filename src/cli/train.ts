@@ -42,6 +42,7 @@ interface TrainCliOptions {
   seed: string;
   previewEvery?: string;
   workers?: string;
+  checkpointing?: boolean;
   json?: boolean;
   lr: string;
   weightDecay: string;
@@ -61,6 +62,8 @@ export interface StageInputs {
   bases: DiffRestorerParts;
   /** Weights of the frozen modules. */
   precision: Precision;
+  /** --checkpointing: stage 1's control network keeps only each layer's inputs for the backward. */
+  checkpointing?: boolean;
   /** --vgg: VGG-19 features for stage 2's perceptual loss. */
   vgg?: string;
   /** Stage 2's adversarial weight (0: no critic) and the critic to start from (a fresh PatchGAN without one). */
@@ -105,6 +108,7 @@ export function trainCommand(): Command {
     .option('--seed <n>', 'seeds the data order, crops, degradations, timesteps and noise', '0')
     .option('--workers <n>', 'threads building the samples (default up to 8, two cores left; the batches are the same for any number)')
     .option('--preview-every <n>', 'every n steps (and at the end) write a checkpoint and restore 4 fixed preview crops of the data (OUT_DIR/previews/inputs/) with it into OUT_DIR/previews/step_N/')
+    .option('--checkpointing', 'stage 1: activation checkpointing of the control network (each resnet and transformer recomputed in the backward: less memory, ~1 more forward of it)')
     .option('--json', 'print a JSON summary at the end')
     .option('--batch-file <file>', "check mode: safetensors file with one batch (tensor names as in shared/fixtures/train's stage<n>_io)")
     .option('--dump <file>', 'check mode: safetensors file to write the losses, first-step gradients and parameters after each step to')
@@ -163,7 +167,7 @@ async function train(opts: TrainCliOptions): Promise<void> {
   try {
     const e = await Engine.create();
     const adversarial = { weight: advWeight, discriminator: opts.discriminator, optimizer: { lr, weightDecay } };
-    const stage = build({ e, dir, bases, precision: opts.precision, vgg: opts.vgg, adversarial });
+    const stage = build({ e, dir, bases, precision: opts.precision, vgg: opts.vgg, adversarial, checkpointing: opts.checkpointing });
     stage.setBatch(e, batch);
     const out: TensorToWrite[] = [];
     // Seconds from the step's start to its loss on the host (forward and backward; the AdamW
@@ -250,6 +254,6 @@ async function run(opts: TrainCliOptions, cmd: Command): Promise<number> {
     ...s, model, bases, baseSpecs: { sd: spec(bases.sd), clip: spec(bases.clip) }, output: out, resume, steps, epochs,
     checkpointEvery: int('--checkpoint-every', opts.checkpointEvery, 1)!, keep: int('--keep', opts.keep, 1)!,
     previewEvery: int('--preview-every', opts.previewEvery, 1), workers: int('--workers', opts.workers, 0), json: !!opts.json, discriminator: opts.discriminator,
-    build: (e, dir, discriminator) => build({ e, dir, bases, precision: s.precision, vgg: s.vgg, adversarial: { weight: s.advWeight, discriminator, optimizer } }),
+    build: (e, dir, discriminator) => build({ e, dir, bases, precision: s.precision, vgg: s.vgg, checkpointing: opts.checkpointing, adversarial: { weight: s.advWeight, discriminator, optimizer } }),
   });
 }

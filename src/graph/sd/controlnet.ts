@@ -73,6 +73,8 @@ export class ControlNetModel extends Module {
   readonly controlnet_down_blocks: ModuleList<Conv2d>;
   readonly mid_block: MidBlock;
   readonly controlnet_mid_block: Conv2d;
+  /** Activation checkpointing of each resnet and transformer while training (dr train --checkpointing). */
+  checkpointing = false;
 
   /** `hintEncoder` replaces the standard conditioning embedding (Diff-Restorer's control encoder). */
   constructor(readonly config: ControlNetConfig, hintEncoder?: HintEncoder) {
@@ -130,7 +132,7 @@ export class ControlNetModel extends Module {
       const temb = this.time_embedding.forward(e, e.upload(feats, [B, c0], this.dtype));
       const dt = this.dtype;
       const as = (t: Tensor): Tensor => cast(e, t, dt);
-      const ctx: StepContext = { tembAct: silu(e, temb), context: as(context) };
+      const ctx: StepContext = { tembAct: silu(e, temb), context: as(context), checkpoint: this.checkpointing };
       const x0 = e.trace('conv_in', this.conv_in.forward(e, as(sample)));
       let x = add(e, x0, hintEmbedding);
       const skips: Tensor[] = [x];

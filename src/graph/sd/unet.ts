@@ -1,5 +1,6 @@
 // UNet2DConditionModel as diffusers builds it for SD 1.x/2.x, from unet/config.json.
 import { DrError } from '../../errors.js';
+import { checkpoint } from '../../engine/autograd.js';
 import type { Engine } from '../../engine/engine.js';
 import type { Tensor } from '../../engine/tensor.js';
 import { add, silu } from '../../engine/ops/elementwise.js';
@@ -136,6 +137,14 @@ export class TimestepEmbedding extends Module {
 export interface StepContext {
   tembAct: Tensor; // silu(time embedding) [B, 4·C0]: every resnet's time input
   context: Tensor; // encoder_hidden_states [B, 77, Cc]
+  /** Training: each resnet and transformer keeps only its inputs for the backward (autograd's checkpoint). */
+  checkpoint?: boolean;
+}
+
+/** `m(x, cond)`, under activation checkpointing when the context asks for it. */
+function layer(e: Engine, ctx: StepContext, m: Module, x: Tensor, cond: Tensor, f: (x: Tensor, cond: Tensor) => Tensor): Tensor {
+  if (!ctx.checkpoint) return f(x, cond);
+  return checkpoint(e, (xi, ci) => f(xi, ci), [x, cond, ...m.trainableParams().map(([, p]) => p.t)]);
 }
 
 /** CrossAttnDownBlock2D / DownBlock2D: resnets (+ transformers), then a downsampler. */
@@ -163,8 +172,9 @@ export class DownBlock extends Module {
     const skips: Tensor[] = [];
     let h = x;
     this.resnets.items.forEach((resnet, j) => {
-      h = resnet.forward(e, h, ctx.tembAct);
-      if (this.attentions) h = this.attentions.items[j].forward(e, h, ctx.context);
+      h = layer(e, ctx, resnet, h, ctx.tembAct, (x, t) => resnet.forward(e, x, t));
+      const attn = this.attentions?.items[j];
+      if (attn) h = layer(e, ctx, attn, h, ctx.context, (x, c) => attn.forward(e, x, c));
       skips.push(h);
     });
     if (this.downsamplers) skips.push((h = this.downsamplers.items[0].forward(e, h)));
@@ -189,9 +199,11 @@ export class MidBlock extends Module {
 
   forward(e: Engine, x: Tensor, ctx: StepContext): Tensor {
     return e.tidy(() => {
-      let h = this.resnets.items[0].forward(e, x, ctx.tembAct);
+      const [first, ...rest] = this.resnets.items;
+      let h = layer(e, ctx, first, x, ctx.tembAct, (xi, t) => first.forward(e, xi, t));
       this.attentions.items.forEach((attn, j) => {
-        h = this.resnets.items[j + 1].forward(e, attn.forward(e, h, ctx.context), ctx.tembAct);
+        h = layer(e, ctx, attn, h, ctx.context, (xi, c) => attn.forward(e, xi, c));
+        h = layer(e, ctx, rest[j], h, ctx.tembAct, (xi, t) => rest[j].forward(e, xi, t));
       });
       return e.trace(this.path, h);
     });

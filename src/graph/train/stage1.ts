@@ -48,6 +48,8 @@ export interface Stage1Options {
   bases: DiffRestorerParts;
   /** Weights of the frozen modules (CLIP, UNet, VAE); the trained ones are always f32. */
   precision: Precision;
+  /** Activation checkpointing of the control network (memory for a second forward of it). */
+  checkpointing?: boolean;
 }
 
 export class Stage1 implements Stage {
@@ -82,6 +84,7 @@ export class Stage1 implements Stage {
     const pp = new PromptProcessor(readPromptProcessorConfig(ppDir));
     loadFromCheckpoint(e, pp, ppDir, { precision: 'f32' });
     const control = DiffRestorerControl.load(e, path.join(o.dir, 'control'), 'f32');
+    control.network.checkpointing = !!o.checkpointing;
     const clip = ClipVisionModelWithProjection.load(e, o.bases.clip, o.precision);
     const sd = SdBase.open(o.bases.sd);
     let unet: UNet2DConditionModel;
