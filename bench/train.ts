@@ -5,7 +5,8 @@
 // (random weights in the real configs, CLIP-L/14's vision tower, real VGG-19 widths; `dr init`
 // on them, as a user would start), written once to --base.
 //
-//   npm run bench:train -- --stage 1                           # the fixture
+//   npm run bench:train -- --stage 1                           # the fixture and its batch
+//   npm run bench:train -- --stage 1 --latent 32               # the fixture's models on a random 256² batch
 //   npm run bench:train -- --stage 1 --model sd15 --latent 8   # SD 1.5 size, 8×8 latents (64² px), batch 1
 //   npm run bench:train -- --stage 2 --model sd15 --latent 16 --json
 import fs from 'node:fs';
@@ -39,7 +40,8 @@ const TRAIN = path.join(FIXTURES, 'train');
 interface Options {
   stage: 1 | 2;
   model: 'tiny' | 'sd15';
-  latent: number;
+  /** Latent side of a random batch (default: the fixture's batch for tiny, 8 for sd15). */
+  latent?: number;
   batch: number;
   steps: number;
   precision: Precision;
@@ -48,7 +50,7 @@ interface Options {
 }
 
 function parseArgs(argv: string[]): Options {
-  const o: Options = { stage: 1, model: 'tiny', latent: 8, batch: 1, steps: 2, precision: 'f32', base: path.join(os.tmpdir(), 'dr-bench-train-sd15'), json: false };
+  const o: Options = { stage: 1, model: 'tiny', batch: 1, steps: 2, precision: 'f32', base: path.join(os.tmpdir(), 'dr-bench-train-sd15'), json: false };
   for (let i = 0; i < argv.length; i++) {
     const a = argv[i];
     const value = (): string => argv[++i] ?? fail(`${a} needs a value`);
@@ -65,7 +67,7 @@ function parseArgs(argv: string[]): Options {
   if (o.stage !== 1 && o.stage !== 2) fail('--stage takes 1 or 2');
   if (o.model !== 'tiny' && o.model !== 'sd15') fail('--model takes tiny or sd15');
   if (o.precision !== 'f32' && o.precision !== 'f16') fail('--precision takes f32 or f16');
-  for (const [k, v] of [['--latent', o.latent], ['--batch', o.batch], ['--steps', o.steps]] as const) if (!Number.isInteger(v) || v < 1) fail(`${k} takes a positive integer`);
+  for (const [k, v] of [['--latent', o.latent ?? 1], ['--batch', o.batch], ['--steps', o.steps]] as const) if (!Number.isInteger(v) || v < 1) fail(`${k} takes a positive integer`);
   return o;
 }
 
@@ -126,7 +128,7 @@ function writeBatch(file: string, B: number, side: number, clipSide: number): vo
   writeSafetensors(file, [
     f32('pixels_hq', [B, 3, side, side], 1), f32('pixels_lq', [B, 3, side, side], 2), f32('clip_pixel_values', [B, 3, clipSide, clipSide], 3, -2, 2),
     f32('noise', [B, 4, side / 8, side / 8], 4, -2, 2),
-    i32('timesteps', Array.from({ length: B }, (_, b) => 100 + 400 * b)), i32('labels', Array.from({ length: B }, (_, b) => b % 8)),
+    i32('timesteps', Array.from({ length: B }, (_, b) => (100 + 400 * b) % 1000)), i32('labels', Array.from({ length: B }, (_, b) => b % 8)),
   ]);
 }
 
@@ -148,17 +150,19 @@ async function main(): Promise<void> {
     let dir: string;
     let bases: DiffRestorerParts;
     let vgg: string;
-    let batchFile: string;
+    let batchFile = path.join(TRAIN, `stage${o.stage}_io.safetensors`);
     if (o.model === 'tiny') {
       dir = path.join(TRAIN, 'dr-random');
       const index = readModelIndex(dir);
       bases = { sd: path.resolve(REPO, index.sd), clip: path.resolve(REPO, index.clip) };
       vgg = path.join(TRAIN, 'vgg19.safetensors');
-      batchFile = path.join(TRAIN, `stage${o.stage}_io.safetensors`);
     } else {
       ({ dir, bases, vgg } = await sd15Base(o.base));
+      o.latent ??= 8;
+    }
+    if (o.latent) {
       batchFile = path.join(tmp, 'batch.safetensors');
-      writeBatch(batchFile, o.batch, 8 * o.latent, CLIP_L.vision.imageSize);
+      writeBatch(batchFile, o.batch, 8 * o.latent, readClipConfig(bases.clip).vision.imageSize);
     }
     const batch = SafetensorsFile.open(batchFile);
     const [B, , H, W] = batch.info('pixels_hq').shape;
@@ -180,6 +184,9 @@ async function main(): Promise<void> {
       `${fmt(trainableBytes / 4e6, 1)} M trainable params; setup peak ${fmt(setupPeak / MiB, 0)} MiB`);
 
     const opt = new AdamW(e, { lr: 1e-5, weightDecay: 1e-2 });
+    // The moments exist from the first timed step on, as in every step of a run but its first:
+    // one update on zero gradients makes them (it only decays the random weights a little).
+    e.tidy(() => opt.step(trainable.map((param) => ({ param, grad: e.zeros(param.shape) }))));
     const steps: StepResult[] = [];
     for (let step = 1; step <= o.steps; step++) {
       // The step's own peak: the pool's idle buffers from before are dropped first.
@@ -198,8 +205,10 @@ async function main(): Promise<void> {
     }
     stage.dispose(e);
 
+    // On the CPU-adapter kernel path the pool's weight bytes also count each weight's texture.
     const memory = {
       frozenWeightsMiB: (weightBytes - trainableBytes) / MiB,
+      weightsAfterMiB: e.pool.stats.weightBytes / MiB,
       trainableWeightsMiB: trainableBytes / MiB,
       optimizerMiB: opt.stateBytes / MiB,
       batchMiB: batchBytes / MiB,
@@ -207,11 +216,12 @@ async function main(): Promise<void> {
       ...hostMemory(),
     };
     const command = `npm run bench:train -- ${process.argv.slice(2).join(' ')}`.trim();
-    const header = { date: new Date().toISOString(), command, machine, adapter, options: o, model: o.model === 'tiny' ? 'dr-random (fixture)' : 'SD 1.5 size (random weights)', input, loadSeconds };
+    const kernels = `${e.kernels.path} (${e.kernels.reason})`;
+    const header = { date: new Date().toISOString(), command, machine, adapter, kernels, options: o, model: o.model === 'tiny' ? 'dr-random (fixture)' : 'SD 1.5 size (random weights)', input, loadSeconds };
     if (o.json) {
       process.stdout.write(`${JSON.stringify({ ...header, memory, steps }, null, 2)}\n`);
     } else {
-      console.log(`${header.date}; ${machine.cpu}, ${machine.cores} cores, load ${machine.loadavg.join(' ')}; adapter ${adapter.name} (${adapter.backend})`);
+      console.log(`${header.date}; ${machine.cpu}, ${machine.cores} cores, load ${machine.loadavg.join(' ')}; adapter ${adapter.name} (${adapter.backend}), kernels ${kernels}`);
       console.log(`stage ${o.stage}, ${header.model}, ${input}, frozen ${o.precision}; memory (MiB): ` +
         Object.entries(memory).map(([k, v]) => `${k.replace(/MiB$/, '')} ${fmt(v, 1)}`).join(', '));
       console.log(table([
