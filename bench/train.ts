@@ -8,6 +8,7 @@
 //   npm run bench:train -- --stage 1                           # the fixture and its batch
 //   npm run bench:train -- --stage 1 --latent 32               # the fixture's models on a random 256² batch
 //   npm run bench:train -- --stage 1 --model sd15 --latent 8   # SD 1.5 size, 8×8 latents (64² px), batch 1
+//   npm run bench:train -- --stage 1 --checkpointing           # control network under activation checkpointing
 //   npm run bench:train -- --stage 2 --model sd15 --latent 16 --json
 import fs from 'node:fs';
 import os from 'node:os';
@@ -45,12 +46,14 @@ interface Options {
   batch: number;
   steps: number;
   precision: Precision;
+  /** Stage 1: activation checkpointing of the control network. */
+  checkpointing: boolean;
   base: string;
   json: boolean;
 }
 
 function parseArgs(argv: string[]): Options {
-  const o: Options = { stage: 1, model: 'tiny', batch: 1, steps: 2, precision: 'f32', base: path.join(os.tmpdir(), 'dr-bench-train-sd15'), json: false };
+  const o: Options = { stage: 1, model: 'tiny', batch: 1, steps: 2, precision: 'f32', checkpointing: false, base: path.join(os.tmpdir(), 'dr-bench-train-sd15'), json: false };
   for (let i = 0; i < argv.length; i++) {
     const a = argv[i];
     const value = (): string => argv[++i] ?? fail(`${a} needs a value`);
@@ -61,6 +64,7 @@ function parseArgs(argv: string[]): Options {
     else if (a === '--steps') o.steps = Number(value());
     else if (a === '--precision') o.precision = value() as Precision;
     else if (a === '--base') o.base = path.resolve(value());
+    else if (a === '--checkpointing') o.checkpointing = true;
     else if (a === '--json') o.json = true;
     else fail(`unknown option ${a}`);
   }
@@ -171,7 +175,7 @@ async function main(): Promise<void> {
     const adapter = adapterInfo(e);
     const t0 = performance.now();
     const stage: Stage = o.stage === 1
-      ? Stage1.load(e, batch, { dir, bases, precision: o.precision })
+      ? Stage1.load(e, batch, { dir, bases, precision: o.precision, checkpointing: o.checkpointing })
       : Stage2.load(e, batch, { dir, bases, precision: o.precision, vgg });
     batch.close();
     const loadSeconds = (performance.now() - t0) / 1e3;
