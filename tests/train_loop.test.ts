@@ -55,6 +55,9 @@ describe('dr train --stage 1 -o OUT_DIR', () => {
     // The trained parts changed, so the test could tell a run that did nothing.
     expect(bytes(resumed, 'control').equals(fs.readFileSync(path.join(MODEL, 'control', 'model.safetensors')))).toBe(false);
     expect(log(resumed).map((l) => l.loss)).toEqual(log(straight).map((l) => l.loss));
+    // The resumed session's seconds continue the first session's (time since the run began).
+    const seconds = log(resumed).map((l) => l.seconds);
+    expect(seconds[2]).toBeGreaterThan(seconds[1]);
   }, 300_000);
 
   it('OUT_DIR is the latest checkpoint in the dr init layout; older ones under checkpoints/, --keep of them; no temporaries', () => {
@@ -98,6 +101,8 @@ describe('dr train --stage 1 -o OUT_DIR', () => {
       expect(l.images).toBe(2 * (i + 1));
       expect(l.seconds).toBeGreaterThan(0);
     }
+    // `seconds` is time since the run began (dr plot's title), so it grows by each step's time.
+    for (let i = 1; i < lines.length; i++) expect(lines[i].seconds).toBeGreaterThan(lines[i - 1].seconds);
   });
 });
 

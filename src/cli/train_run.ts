@@ -144,9 +144,13 @@ export async function trainRun(o: RunOptions): Promise<number> {
 
   let source = o.model;
   let images = prev?.images ?? 0;
+  // `seconds` in the log and the state: training time since the run began, resumed sessions included.
+  const secondsBefore = prev?.seconds ?? 0;
+  const t0 = performance.now();
+  const elapsed = (): number => secondsBefore + (performance.now() - t0) / 1000;
   let lastCheckpoint = prev ? start : undefined;
   const checkpoint = async (step: number): Promise<void> => {
-    const state: TrainState = { format: 1, stage: Number(o.stage), step, images, data: data.state(), seed: o.seed, optimizerSteps: {}, settings: { ...settings } };
+    const state: TrainState = { format: 1, stage: Number(o.stage), step, images, seconds: elapsed(), data: data.state(), seed: o.seed, optimizerSteps: {}, settings: { ...settings } };
     source = await writeCheckpoint(e, out, source, index, trained, state, o.keep);
     lastCheckpoint = step;
     if (o.previewEvery && (step % o.previewEvery === 0 || step === steps)) await preview(previews, source, path.join(out, 'previews', `step_${step}`));
@@ -172,12 +176,10 @@ export async function trainRun(o: RunOptions): Promise<number> {
 
   const terms = STAGE_TERMS[o.stage];
   const bar = new Progress(`train stage ${o.stage}`, steps, { unit: 'steps', start, info: true, minTotal: 1 });
-  const t0 = performance.now();
   let last: Record<string, number> = {};
   let step = start;
   try {
     while (step < steps && !stopSignal) {
-      const ts = performance.now();
       const sums: Record<string, number> = {};
       const acc: (Tensor | undefined)[] = stage.params.map(() => undefined);
       try {
@@ -217,7 +219,7 @@ export async function trainRun(o: RunOptions): Promise<number> {
       }
       const line: Record<string, number> = { step, loss: last.loss };
       for (const t of terms) if (last[t] !== undefined) line[t] = last[t];
-      Object.assign(line, { lr: o.lr, seconds: (performance.now() - ts) / 1000, images });
+      Object.assign(line, { lr: o.lr, seconds: Number(elapsed().toFixed(3)), images });
       fs.appendFileSync(logFile, `${JSON.stringify(line)}\n`);
       const rate = (step - start) / ((performance.now() - t0) / 1000);
       bar.tick(1, [`loss ${last.loss.toPrecision(4)}`, ...terms.filter((t) => last[t] !== undefined).map((t) => `${t.slice(5)} ${last[t].toPrecision(3)}`), `${rate.toFixed(2)} steps/s`].join(' '));

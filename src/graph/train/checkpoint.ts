@@ -29,6 +29,8 @@ export interface TrainState {
   step: number;
   /** Images seen (micro-batches × batch). */
   images: number;
+  /** Seconds of training since the run began, over every resumed session (log.jsonl's `seconds`). */
+  seconds?: number;
   /** The next batch's data position. */
   data: DataState;
   /** Seeds every random stream of the run (data order, crops, degradations, timesteps, noise). */
