@@ -113,15 +113,14 @@ describe('texture matmul (CPU-adapter path)', () => {
     let y = e.upload(bias, [N]);
     const kernels = await dispatched(async () => {
       y = matmul(e, e.upload(xBits, [batch, M, K]), e.upload(wBits, [...(perItem ? [batch] : []), ...(transB ? [N, K] : [K, N])]),
-        { transB, bias: e.upload(bias, [N]) });
+        { transB, bias: e.upload(bias, [N]), act: 'gelu' });
       await e.read(y);
     });
     expect(kernels).toContain('matmul_tex_h');
     expect(y.dtype).toBe('f16');
     const ref = matmulRef(Float32Array.from(xBits, f16ToF32), Float32Array.from(wBits, f16ToF32), batch, M, K, N,
-      { transB, bBatched: perItem, bias });
-    // f32 sums of exact f16 products, then one f16 rounding of the output (2⁻¹¹ relative). No fused
-    // gelu here: with an f16 output both paths (tiled too) return 0 for a few elements (an open bug).
+      { transB, bBatched: perItem, bias, act: (v) => 0.5 * v * (1 + erf(v / Math.SQRT2)) });
+    // f32 sums of exact f16 products, fused gelu, then one f16 rounding of the output (2⁻¹¹ relative).
     expectClose(await e.read(y), ref, 2 ** -11, 1e-5);
   });
 

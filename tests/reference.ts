@@ -160,9 +160,14 @@ export function attentionBackwardRef(q: ArrayLike<number>, k: ArrayLike<number>,
 }
 
 // Activations exactly as PyTorch defines them (erf GELU via a series good to 1e-15).
+/**
+ * erf in f64. The Maclaurin series alone cancels catastrophically past |x| ≈ 3 (its terms reach
+ * e^{x²} ≈ 1e13 at x = 5.5, so 1 + erf(x) for GELU's negative tail was off by ~1e-5); from 2 on,
+ * erfc's continued fraction e^{-z²}/√π · 1/(z + ½/(z + 1/(z + 3⁄2/(z + …)))) is used instead.
+ */
 export function erf(x: number): number {
   const z = Math.abs(x);
-  if (z > 6) return Math.sign(x);
+  if (z >= 2) return Math.sign(x) * (1 - erfcLarge(z));
   let sum = 0;
   let term = z;
   for (let n = 0; n < 200; n++) {
@@ -172,6 +177,13 @@ export function erf(x: number): number {
     if (Math.abs(t) < 1e-17) break;
   }
   return Math.sign(x) * (2 / Math.sqrt(Math.PI)) * sum;
+}
+
+/** erfc(z) for z ≥ 2 by its continued fraction, evaluated from the tail (converged to f64 by 200 terms at z = 2). */
+function erfcLarge(z: number): number {
+  let t = z;
+  for (let n = 200; n >= 1; n--) t = z + n / 2 / t;
+  return Math.exp(-z * z) / (Math.sqrt(Math.PI) * t);
 }
 export const geluRef = (x: number): number => 0.5 * x * (1 + erf(x / Math.SQRT2));
 export const sigmoidRef = (x: number): number => 1 / (1 + Math.exp(-x));
