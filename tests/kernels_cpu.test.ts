@@ -135,9 +135,12 @@ describe('texture matmul (CPU-adapter path)', () => {
       await e.read(linear(e, xt, weight)), matmulRef(x, w, 1, M, K, N, { transB: true })))).filter((k) => k === 'to_texture').length;
     expect(await copies()).toBe(2); // K % 64 != 0: x and the weight through to_texture
     expect(await copies()).toBe(1); // the weight's texture is reused
+    const weightBytes = e.pool.stats.weightBytes;
     addInto(e, weight, e.upload(delta, [N, K]));
     for (let i = 0; i < w.length; i++) w[i] += delta[i];
     expect(await copies()).toBe(2); // written in place: uploaded again, with the new values
+    // The stale texture was destroyed and uncounted: the weight memory is that of one texture again.
+    expect(e.pool.stats.weightBytes).toBe(weightBytes);
   });
 
   it('splits operands taller than a texture into blocks', async () => {

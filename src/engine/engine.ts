@@ -5,7 +5,7 @@ import { getGpu, type Gpu } from './device.js';
 import { noteFirstRun } from './first_run.js';
 import { expandIncludes, parseInterface, type KernelInterface } from './kernel_source.js';
 import { adapterTraits, chooseKernels, type KernelChoice } from './kernels.js';
-import { TexturePool, weightChanged } from './textures.js';
+import { TexturePool, weightChanged, weightTextureBytes } from './textures.js';
 import { BufferPool } from './pool.js';
 import { DTYPE_SIZE, Tensor, numel, type DType } from './tensor.js';
 import { f16ToF32, f32ToF16Bits } from './half.js';
@@ -86,6 +86,8 @@ export class Engine {
   private readonly uniformSlot: number;
   private uniformUsed = 0;
   private scopes: Set<Tensor>[] = [];
+  /** Weight textures dropped by an in-place write, destroyed at the next submit. */
+  private readonly retiredTextures: GPUTexture[] = [];
   private gpuError?: string;
   /** Dispatches and submits since creation, for benchmarks and tests of batching. */
   readonly counters = { dispatches: 0, submits: 0 };
@@ -296,7 +298,7 @@ export class Engine {
     for (const { binding, name, write } of iface.bindings) {
       const t = d.bindings[name];
       if (t.released || t.base?.released) throw new Error(`${d.kernel}: binding ${name} is a released tensor`);
-      if (write && !(t.base ?? t).pooled) weightChanged(t); // a weight written in place (optimizer step)
+      if (write && !(t.base ?? t).pooled) this.retiredTextures.push(...weightChanged(t)); // a weight written in place (optimizer step)
       entries.push({ binding, resource: { buffer: t.buffer, offset: 0, size: align(t.byteLength || 4, 4) } });
     }
     for (const { binding, name } of iface.textures) entries.push({ binding, resource: d.textures![name].createView() });
@@ -322,6 +324,11 @@ export class Engine {
     }
     this.device.queue.submit([this.encoder.finish()]);
     this.counters.submits++;
+    // Destroyed after the submit that holds their last reads: WebGPU frees them once that work is done.
+    for (const t of this.retiredTextures.splice(0)) {
+      this.pool.uncountWeight(weightTextureBytes(t));
+      t.destroy();
+    }
     this.encoder = undefined;
     this.pass = undefined;
     this.uniformUsed = 0;

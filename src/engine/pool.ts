@@ -33,6 +33,11 @@ export class BufferPool {
     this.notePeak();
   }
 
+  /** A weight's bytes freed (a retired weight texture). */
+  uncountWeight(bytes: number): void {
+    this.weightBytes -= bytes;
+  }
+
   /** Frees the waiting buffers (between models or images of very different sizes). */
   trim(): void {
     for (const list of this.free.values()) for (const b of list) {

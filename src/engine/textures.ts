@@ -88,7 +88,18 @@ export function weightTexture(e: Engine, w: Tensor, layout: string, width: numbe
   return t;
 }
 
-/** Forgets the texture made from a weight that has just been written in place. */
-export function weightChanged(w: Tensor): void {
-  weightTextures.delete(w.base ?? w);
+/**
+ * Forgets the textures made from a weight that has just been written in place and returns them:
+ * the caller destroys them once the dispatches recorded so far are submitted (an optimizer step
+ * would otherwise leave one stale texture per trainable weight per step to the garbage collector,
+ * still counted as weight memory).
+ */
+export function weightChanged(w: Tensor): GPUTexture[] {
+  const key = w.base ?? w;
+  const byLayout = weightTextures.get(key);
+  weightTextures.delete(key);
+  return byLayout ? [...byLayout.values()] : [];
 }
+
+/** Bytes a weight texture was counted with (16 per texel, as weightTexture counts them). */
+export const weightTextureBytes = (t: GPUTexture): number => t.width * t.height * 16;
