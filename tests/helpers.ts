@@ -48,3 +48,36 @@ export const absMax = (x: ArrayLike<number>): number => {
   for (let i = 0; i < x.length; i++) m = Math.max(m, Math.abs(x[i]));
   return m;
 };
+
+/** What compareAdamwSteps found: the largest difference, and elements off by more than 1e-5. */
+export interface StepDiff {
+  worst: number;
+  off: number;
+  elements: number;
+}
+
+/**
+ * Parameters after AdamW steps against the fixture's (its README's rule): an element whose gradient
+ * is within f32 noise of zero may land anywhere in ±lr, so every element must be within 2·lr (fails
+ * at the first that is not) and the caller bounds how many are off by more than 1e-5.
+ */
+export function compareAdamwSteps(
+  got: { readF32(name: string): Float32Array },
+  ref: { readF32(name: string): Float32Array },
+  names: readonly string[],
+  lr: number,
+): StepDiff {
+  const diff: StepDiff = { worst: 0, off: 0, elements: 0 };
+  for (const name of names) {
+    const [a, b] = [got.readF32(name), ref.readF32(name)];
+    expect(a.length, name).toBe(b.length);
+    a.forEach((v, i) => {
+      const d = Math.abs(v - b[i]);
+      diff.worst = Math.max(diff.worst, d);
+      if (!(d <= 2 * lr)) expect.fail(`${name}[${i}]: ${v} vs ${b[i]}`);
+      if (d > 1e-5) diff.off++;
+    });
+    diff.elements += b.length;
+  }
+  return diff;
+}

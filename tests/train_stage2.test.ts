@@ -16,7 +16,7 @@ import { trainSteps } from '../src/graph/train/stage.js';
 import { criticLoss, Stage2 } from '../src/graph/train/stage2.js';
 import { SafetensorsFile, writeSafetensors } from '../src/weights/safetensors.js';
 import { dr, expectUserError, runDr } from './cli_runner.js';
-import { absMax, expectClose, FIXTURES, rand, REPO } from './helpers.js';
+import { absMax, compareAdamwSteps, expectClose, FIXTURES, rand, REPO } from './helpers.js';
 import { patchGanRef } from './reference.js';
 
 const TRAIN = path.join(FIXTURES, 'train');
@@ -107,18 +107,8 @@ describe('dr train --stage 2 reproduces stage2_io (2 AdamW steps, lr 1e-3, weigh
     it(`step${step}.*: every element within 2·lr; at most ${fraction} of them off by > 1e-5`, () => {
       const names = [...ref.tensors.keys()].filter((k) => k.startsWith(`step${step}.`) && k !== `step${step}.loss`);
       expect(names.length).toBe(count); // step1.* holds the DRBs only
-      let [elements, off] = [0, 0];
-      for (const name of names) {
-        const [a, b] = [got.readF32(name), ref.readF32(name)];
-        expect(a.length, name).toBe(b.length);
-        a.forEach((v, i) => {
-          const d = Math.abs(v - b[i]);
-          worst[`step${step}`] = Math.max(worst[`step${step}`] ?? 0, d);
-          if (!(d <= 2 * LR)) expect.fail(`${name}[${i}]: ${v} vs ${b[i]}`);
-          if (d > 1e-5) off++;
-        });
-        elements += b.length;
-      }
+      const { worst: w, off, elements } = compareAdamwSteps(got, ref, names, LR);
+      worst[`step${step}`] = w;
       worst[`step${step}Off`] = off / elements;
       expect(off / elements).toBeLessThanOrEqual(fraction);
     });
