@@ -1,6 +1,7 @@
 import type { Engine } from '../engine.js';
 import type { Tensor } from '../tensor.js';
 import { assertShape } from './common.js';
+import { textureAttention, textureAttentionFits } from './attention_tex.js';
 
 /** Where one of q/k/v lives: rows of `stride` values, this operand starting at `offset`. */
 export interface AttentionOperand {
@@ -21,7 +22,8 @@ export interface AttentionOptions {
 /**
  * Multi-head scaled-dot-product attention on projection outputs:
  * q [B, Lq, heads·d], k/v [B, Lk, heads·d] (or column slices of fused projections)
- * → [B, Lq, heads·d]. Never materialises the Lq×Lk score matrix. Given `lse`
+ * → [B, Lq, heads·d]. Never materialises the Lq×Lk score matrix (the CPU-adapter path,
+ * attention_tex.ts, holds blocks of scores within a fixed budget). Given `lse`
  * (f32, [B, heads, Lq]), it also saves each query row's log-sum-exp of its scaled
  * scores for attentionBackward.
  */
@@ -38,14 +40,19 @@ export function attention(
   const out = e.empty([a.B, a.Lq, a.width], a.Q.t.dtype);
   // The kernel always writes the row statistics (one float a row): unasked, to a scratch buffer.
   const saved = lse ?? e.empty([a.B, opts.heads, a.Lq]);
-  e.run({
-    kernel: 'attention',
-    bindings: { q: a.Q.t, k: a.K.t, v: a.V.t, o: out, lse: saved },
-    // Shared K and V tiles take 16 KiB whatever the head size (limit: 16 KiB and up).
-    defines: { HEAD_DIM: a.headDim, KEYS: Math.max(1, Math.min(64, Math.floor(2048 / a.headDim))), CAUSAL: a.causal },
-    params: a.params,
-    workgroups: [Math.ceil(a.Lq / 64), opts.heads, a.B],
-  });
+  if (e.kernels.path === 'cpu' && textureAttentionFits(e, a.Lq, a.Lk, opts.heads, a.headDim)) {
+    // A CPU adapter (kernels.ts): scores in blocks of queries through textures.
+    textureAttention(e, { ...a, heads: opts.heads, scale: a.params.scale }, out, saved);
+  } else {
+    e.run({
+      kernel: 'attention',
+      bindings: { q: a.Q.t, k: a.K.t, v: a.V.t, o: out, lse: saved },
+      // Shared K and V tiles take 16 KiB whatever the head size (limit: 16 KiB and up).
+      defines: { HEAD_DIM: a.headDim, KEYS: Math.max(1, Math.min(64, Math.floor(2048 / a.headDim))), CAUSAL: a.causal },
+      params: a.params,
+      workgroups: [Math.ceil(a.Lq / 64), opts.heads, a.B],
+    });
+  }
   const [Q, K, V] = [a.Q.t, a.K.t, a.V.t];
   if (e.needsGrad(Q, K, V)) {
     const dense = [a.Q, a.K, a.V].every((o) => (o.stride ?? a.width) === a.width && (o.offset ?? 0) === 0);
