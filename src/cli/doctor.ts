@@ -14,7 +14,9 @@ Exits non-zero and prints the fix when no adapter is found. Environment:
   DR_BACKEND=vulkan|d3d12|metal|opengl   force a Dawn backend
   DR_ROBUST=1                            keep Dawn's bounds checks (slower; for debugging kernels)
   DR_ADAPTER=NAME|INDEX                  the adapter every command uses, as --adapter
-  DR_KERNELS=cpu|gpu                     force the CPU-adapter (texture) or GPU (tiled) kernels`)
+  DR_KERNELS=cpu|gpu                     force the CPU-adapter (texture) or GPU (tiled) kernels
+  DR_SUBGROUP_MATRIX=0                   no subgroup matrices (tensor cores) for f16 matmuls, and no
+                                         allow_unsafe_apis toggle (Dawn lists the feature only under it)`)
     .action((opts: { json?: boolean; list?: boolean }) =>
       runCommand(async () => {
         if (opts.list) return listAdapters(!!opts.json);
@@ -35,6 +37,7 @@ Exits non-zero and prints the fix when no adapter is found. Environment:
           `shader-f16    ${info.features.includes('shader-f16') ? 'yes (f16 weights stay f16)' : 'no (weights computed in f32)'}`,
           `features      ${info.features.join(', ')}`,
           `kernels       ${kernels.path} (${kernels.reason})`,
+          `matrix units  ${kernels.path === 'gpu' ? kernels.matrix.reason : 'not used on the cpu path'}`,
           `max binding   ${mib(info.limits.maxStorageBufferBindingSize)}`,
           `max buffer    ${mib(info.limits.maxBufferSize)}`,
           `workgroup mem ${info.limits.maxComputeWorkgroupStorageSize} bytes`,

@@ -12,6 +12,17 @@ export interface GpuInfo {
   software: boolean;
   features: string[];
   limits: Record<string, number>;
+  /** The matrix shapes one subgroup multiplies (`chromium-experimental-subgroup-matrix`), if granted. */
+  subgroupMatrixConfigs: SubgroupMatrixConfig[];
+}
+
+/** GPUSubgroupMatrixConfig: left M×K times right K×N of `componentType` into a `resultComponentType` M×N. */
+export interface SubgroupMatrixConfig {
+  componentType: string;
+  resultComponentType: string;
+  M: number;
+  N: number;
+  K: number;
 }
 
 export interface Gpu {
@@ -20,6 +31,7 @@ export interface Gpu {
   hasF16: boolean;
   hasSubgroups: boolean;
   hasTimestamps: boolean;
+  hasSubgroupMatrix: boolean;
 }
 
 // Dawn frees its instance when the object returned by create() is collected, even
@@ -28,7 +40,8 @@ export interface Gpu {
 let instance: GPU | undefined;
 let acquired: Promise<Gpu> | undefined;
 
-const WANTED_FEATURES = ['shader-f16', 'subgroups', 'timestamp-query'] as const;
+const SUBGROUP_MATRIX = 'chromium-experimental-subgroup-matrix';
+const WANTED_FEATURES = ['shader-f16', 'subgroups', 'timestamp-query', SUBGROUP_MATRIX] as const;
 const REPORTED_LIMITS = [
   'maxStorageBufferBindingSize',
   'maxBufferSize',
@@ -52,10 +65,18 @@ const PLATFORM_BACKEND: Record<string, string> = { linux: 'vulkan', win32: 'd3d1
 // The backends Dawn knows (its own error for another name is thrown from inside requestAdapter).
 const BACKENDS = ['vulkan', 'metal', 'd3d12', 'd3d11', 'opengl', 'opengles'];
 
-/** Dawn toggles: robustness (bounds clamping on every access) off unless DR_ROBUST=1. */
+/**
+ * Dawn toggles: robustness (bounds clamping on every access) off unless DR_ROBUST=1;
+ * allow_unsafe_apis unless DR_SUBGROUP_MATRIX=0, because Dawn lists its experimental features
+ * (subgroup matrices, the one we request) only under it — it unlocks APIs, it removes no validation.
+ */
 function dawnFlags(): string[] {
   const flags: string[] = [];
-  if (process.env.DR_ROBUST !== '1') flags.push('enable-dawn-features=disable_robustness');
+  const toggles = [
+    ...(process.env.DR_ROBUST !== '1' ? ['disable_robustness'] : []),
+    ...(process.env.DR_SUBGROUP_MATRIX !== '0' ? ['allow_unsafe_apis'] : []),
+  ];
+  if (toggles.length) flags.push(`enable-dawn-features=${toggles.join(',')}`);
   const backend = process.env.DR_BACKEND;
   if (backend) {
     if (!BACKENDS.includes(backend)) throw new DrError(`DR_BACKEND=${backend}: not a Dawn backend (one of ${BACKENDS.join(', ')}; unset it for the platform's default)`);
@@ -79,13 +100,15 @@ async function acquire(): Promise<Gpu> {
   const adapter = await filterDawnNotices(() => gpu.requestAdapter({ powerPreference: 'high-performance' }));
   if (!adapter) throw new DrError(NO_ADAPTER_HELP);
 
-  const features = WANTED_FEATURES.filter((f) => adapter.features.has(f));
+  // Subgroup matrices need subgroups (Dawn's rule) and, for our f16 kernel, shader-f16.
+  const matrixUsable = adapter.features.has('subgroups') && adapter.features.has('shader-f16');
+  const features: string[] = WANTED_FEATURES.filter((f) => adapter.features.has(f) && (f !== SUBGROUP_MATRIX || matrixUsable));
   const requiredLimits: Record<string, number> = {};
   for (const key in adapter.limits) {
     const value = (adapter.limits as unknown as Record<string, unknown>)[key];
     if (typeof value === 'number') requiredLimits[key] = value;
   }
-  const device = await adapter.requestDevice({ requiredFeatures: features, requiredLimits });
+  const device = await adapter.requestDevice({ requiredFeatures: features as GPUFeatureName[], requiredLimits });
   const ai = adapter.info;
   const limits: Record<string, number> = {};
   for (const key of REPORTED_LIMITS) limits[key] = (device.limits as unknown as Record<string, number>)[key];
@@ -98,6 +121,7 @@ async function acquire(): Promise<Gpu> {
     software: isSoftware(ai),
     features: [...adapter.features].sort(),
     limits,
+    subgroupMatrixConfigs: features.includes(SUBGROUP_MATRIX) ? matrixConfigs(ai) : [],
   };
   return {
     device,
@@ -105,7 +129,14 @@ async function acquire(): Promise<Gpu> {
     hasF16: features.includes('shader-f16'),
     hasSubgroups: features.includes('subgroups'),
     hasTimestamps: features.includes('timestamp-query'),
+    hasSubgroupMatrix: features.includes(SUBGROUP_MATRIX),
   };
+}
+
+/** adapter.info.subgroupMatrixConfigs as plain objects (dawn.node's are wrappers JSON.stringify cannot see into). */
+function matrixConfigs(ai: GPUAdapterInfo): SubgroupMatrixConfig[] {
+  const configs = (ai as GPUAdapterInfo & { subgroupMatrixConfigs?: readonly SubgroupMatrixConfig[] }).subgroupMatrixConfigs ?? [];
+  return configs.map(({ componentType, resultComponentType, M, N, K }) => ({ componentType, resultComponentType, M, N, K }));
 }
 
 /** An adapter Dawn can use, as its "Available adapters" list names it; `index` is what --adapter takes. */

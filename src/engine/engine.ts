@@ -114,6 +114,11 @@ export class Engine {
     return new Engine(gpu, opts);
   }
 
+  /** An engine on a device of the caller's (tests: Dawn's null backend, which compiles kernels but runs none). */
+  static onGpu(gpu: Gpu, opts: EngineOptions = {}): Engine {
+    return new Engine(gpu, opts);
+  }
+
   get device(): GPUDevice {
     return this.gpu.device;
   }

@@ -1,6 +1,7 @@
 import type { Engine } from '../engine.js';
 import { align } from '../engine.js';
 import { numel, type DType, type Tensor } from '../tensor.js';
+import { useSubgroupMatrix } from '../kernels.js';
 import { ACT, assertShape, type Activation } from './common.js';
 import { sumTo, unary } from './elementwise.js';
 import { textureGemm, textureGemmFits } from './matmul_tex.js';
@@ -63,10 +64,13 @@ function gemm(e: Engine, a: Tensor, b: Tensor, opts: MatmulOptions, splits: numb
     return c;
   }
   const c = e.empty(chunks > 1 ? [chunks, ...batchShape, M, N] : [...batchShape, M, N], chunks > 1 ? 'f32' : dtype);
+  // f16 operands on the matrix units where the adapter has them (kernels.ts); same interface and 64×64 tiles.
+  const { tile, workgroup } = e.kernels.matrix;
+  const matrix = useSubgroupMatrix(e.kernels, { M, N, K, a: a.dtype, b: b.dtype });
   e.run({
-    kernel: 'matmul',
+    kernel: matrix ? 'matmul_subgroup_matrix' : 'matmul',
     bindings: { a, b, bias: bias ?? a, c },
-    defines: { TRANS_A: transA, TRANS_B: transB, HAS_BIAS: !!bias, ACT: ACT[act] },
+    defines: { TRANS_A: transA, TRANS_B: transB, HAS_BIAS: !!bias, ACT: ACT[act], ...(matrix ? { SM: tile, WG: workgroup } : {}) },
     params: { M, N, K, strideA: M * K, strideB: bBatch === 1 ? 0 : K * N, strideC: M * N, alpha, batch, kChunk },
     workgroups: [Math.ceil(N / 64), Math.ceil(M / 64), batch * chunks],
   });
