@@ -1,10 +1,12 @@
 // A/B of the two kernel paths (src/engine/kernels.ts) through the ops themselves, alternating in
 // one process so that other load on the machine hits both alike:
-//   node dist/bench/ab_kernels.js [matmul] [conv] [unet] [f16] [--rounds 3] [--quick]
+//   node dist/bench/ab_kernels.js [matmul] [conv] [attention] [unet] [f16] [--rounds 3] [--quick]
 // Linear products x[M, K] · W[N, K]ᵀ and SD-sized 3×3 convolutions (padding 1), with W a weight
 // (its texture made once, as in a model); each call on the CPU path includes copying the
-// activation into a texture. `unet`: one step of the sd-tiny fixture UNet at 32×32 latents (ms;
-// small channel counts, attention and norms on the same kernels in both paths). Prints wall-clock GFLOP/s (GPU
+// activation into a texture. `attention`: multi-head softmax(QKᵀ/√d)·V on [1, L, heads·d]
+// operands (SD's self- and cross-attention, CLIP-L's vision tower), 4·heads·Lq·Lk·d FLOP.
+// `unet`: one step of the sd-tiny fixture UNet at 32×32 latents (ms; small channel counts, so
+// most of its time is attention, norms and elementwise kernels). Prints wall-clock GFLOP/s (GPU
 // timestamps, which are the CPU clock on lavapipe) and CPU-normalised GFLOP/s: FLOP ÷ (process
 // CPU seconds ÷ cores), which holds steady when other jobs take cores away.
 import os from 'node:os';
@@ -12,6 +14,7 @@ import { Engine } from '../src/engine/engine.js';
 import { chooseKernels, adapterTraits, type KernelPath } from '../src/engine/kernels.js';
 import { matmul } from '../src/engine/ops/matmul.js';
 import { conv2d } from '../src/engine/ops/conv2d.js';
+import { attention } from '../src/engine/ops/attention.js';
 import type { Tensor } from '../src/engine/tensor.js';
 import { f32ToF16Bits } from '../src/engine/half.js';
 import { UNet2DConditionModel } from '../src/graph/sd/unet.js';
@@ -26,12 +29,16 @@ const quick = args.includes('--quick');
 // f16: activations and weights in f16 (the CPU path then packs 8 halves per texel), f32 accumulation.
 const dtype = args.includes('f16') ? 'f16' : 'f32';
 const weightBytes = (v: Float32Array): Uint8Array => new Uint8Array(dtype === 'f16' ? Uint16Array.from(v, f32ToF16Bits).buffer : v.buffer);
-const ops = args.filter((a) => a === 'matmul' || a === 'conv' || a === 'unet');
+const ops = args.filter((a) => a === 'matmul' || a === 'conv' || a === 'attention' || a === 'unet');
 const MATMULS: [number, number, number][] = quick ? [[256, 320, 320]]
   : [[1024, 1024, 1024], [256, 320, 320], [4096, 320, 320], [257, 1024, 4096]];
 // [channels in, side, channels out]: SD 1.5 UNet levels at 16×16 latents (128² images), and a 128-channel level at 64².
 const CONVS: [number, number, number][] = quick ? [[320, 16, 320]]
   : [[320, 16, 320], [640, 8, 640], [1280, 4, 1280], [128, 64, 128]];
+// [Lq, Lk, heads, head size]: SD 1.5's first level at 32² and 64² latents (self), its cross-attention
+// to 77 tokens, CLIP-L/14's vision tower (257 tokens, 16 heads of 64).
+const ATTENTIONS: [number, number, number, number][] = quick ? [[1024, 1024, 8, 40]]
+  : [[1024, 1024, 8, 40], [1024, 77, 8, 40], [257, 257, 16, 64], [4096, 4096, 8, 40]];
 
 interface Case {
   name: string;
@@ -53,6 +60,12 @@ function cases(e: Engine): Case[] {
       const x = e.keep(e.upload(rand(Cin * S * S, 3), [1, Cin, S, S], dtype));
       const w = e.createWeight(weightBytes(rand(Cout * Cin * 9, 4, 0.05)), [Cout, Cin, 3, 3], dtype);
       out.push({ name: `conv ${Cin}→${Cout} 3×3 @${S}²`, flops: 2 * Cout * Cin * 9 * S * S, step: () => conv2d(e, x, w, { padding: 1 }) });
+    }
+  }
+  if (ops.includes('attention')) {
+    for (const [Lq, Lk, heads, d] of ATTENTIONS) {
+      const [q, k, v] = [[Lq, 5], [Lk, 6], [Lk, 7]].map(([L, seed]) => e.keep(e.upload(rand(L * heads * d, seed), [1, L, heads * d], dtype)));
+      out.push({ name: `attention ${Lq}×${Lk} ${heads}×${d}`, flops: 4 * heads * Lq * Lk * d, step: () => attention(e, q, k, v, { heads }) });
     }
   }
   if (ops.includes('unet')) {
