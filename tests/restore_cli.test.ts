@@ -77,6 +77,11 @@ describe('dr restore with a Diff-Restorer checkpoint', () => {
     const [result] = summary.results;
     expect(result).toMatchObject({ input: photo, output: out, width: 72, height: 56 });
     expect(Object.keys(result.phases)).toEqual(['clip', 'control', 'denoise', 'decode']);
+    // CPU seconds per phase beside the wall time, and the process's peak memory and CPU time.
+    expect(Object.keys(result.phasesCpu)).toEqual(Object.keys(result.phases));
+    expect(Object.values(result.phasesCpu).every((c) => (c as number) > 0)).toBe(true);
+    expect(summary.process.maxRssBytes).toBeGreaterThan(0);
+    expect(summary.process.cpuSeconds).toBeGreaterThan(Object.values(result.phasesCpu).reduce((a: number, c) => a + (c as number), 0) * 0.999);
     expect(result.peakGpuBytes).toBeGreaterThan(0);
     expect(result.scores.map((s: { name: string }) => s.name)).toEqual(['noise', 'low-light', 'haze', 'rain', 'raindrop', 'snow', 'blur', 'jpeg']);
     expect(result.scores.reduce((s: number, d: { probability: number }) => s + d.probability, 0)).toBeCloseTo(1, 5);
@@ -108,6 +113,7 @@ describe('dr restore, training-free', () => {
     const [result] = JSON.parse(r.stdout).results;
     expect(result.scores).toHaveLength(9); // the eight degradations and a clean photo
     expect(Object.keys(result.phases)).toEqual(['clip', 'prompts', 'encode', 'control', 'denoise', 'decode']);
+    expect(Object.keys(result.phasesCpu)).toEqual(Object.keys(result.phases));
     expect(result.detected).toEqual(result.scores.filter((s: { probability: number }) => s.probability >= 0.2)
       .sort((a: { probability: number }, b: { probability: number }) => b.probability - a.probability).map((s: { name: string }) => s.name));
     const meta = await sharp(out).metadata();

@@ -177,13 +177,19 @@ function parseSettings(opts: RestoreCliOptions, trained: boolean): Settings {
   return s;
 }
 
+/** Per phase: wall-clock seconds and the process's CPU seconds (PhaseTimer). */
+interface PhaseTimes {
+  wall: Record<string, number>;
+  cpu: Record<string, number>;
+}
+
 /** One loaded pipeline, either mode, as the per-image loop sees it. */
 interface Restorer {
   /** Image sides are padded to a multiple of this: the VAE's factor (the UNet takes any latent size). */
   multiple: number;
   /** Pixels per latent cell. */
   vaeFactor: number;
-  run(e: Engine, lq: Tensor, rgb: RgbImage, onStep: (i: number, total: number) => void): Promise<{ image: Tensor; scores: Score[]; phases: Record<string, number> }>;
+  run(e: Engine, lq: Tensor, rgb: RgbImage, onStep: (i: number, total: number) => void): Promise<{ image: Tensor; scores: Score[]; phases: PhaseTimes }>;
 }
 
 interface Score {
@@ -224,7 +230,7 @@ function loadRestorer(e: Engine, opts: RestoreCliOptions, s: Settings, say: (par
       vaeFactor,
       run: async (e, lq, rgb, onStep) => {
         const r = await m.restore(e, lq, rgb, { steps: s.steps, seed: s.seed, guidance: s.guidance, tile: tile(vaeFactor), onStep });
-        return { image: r.image, scores: r.degradations, phases: r.seconds };
+        return { image: r.image, scores: r.degradations, phases: { wall: r.seconds, cpu: r.cpuSeconds } };
       },
     };
   }
@@ -245,7 +251,7 @@ function loadRestorer(e: Engine, opts: RestoreCliOptions, s: Settings, say: (par
         steps: s.steps, seed: s.seed, guidance: s.guidance, strength: s.strength, prompt: s.prompt, threshold: s.threshold,
         controlScale: s.controlScale, tile: tile(vaeFactor), onStep,
       });
-      return { image: r.image, scores: r.scores.map((d) => ({ name: d.text, probability: d.probability })), phases: r.seconds };
+      return { image: r.image, scores: r.scores.map((d) => ({ name: d.text, probability: d.probability })), phases: { wall: r.seconds, cpu: r.cpuSeconds } };
     },
   };
 }
@@ -258,6 +264,8 @@ interface ImageResult {
   seconds: number;
   /** Seconds per pipeline phase (clip, control, denoise, decode, ...). */
   phases: Record<string, number>;
+  /** The process's CPU seconds per phase, every thread (a CPU adapter's included). */
+  phasesCpu: Record<string, number>;
   /** Peak GPU memory held by dr so far (weights + activations), bytes. */
   peakGpuBytes: number;
   /** Degradations at or above --threshold, most likely first. */
@@ -307,7 +315,10 @@ async function restore(inputs: string[], opts: RestoreCliOptions): Promise<numbe
   const errors = batch.errors;
   if (opts.json) {
     const mode = opts.model ? 'diff-restorer' : 'training-free';
-    process.stdout.write(`${JSON.stringify({ mode, settings: reportedSettings(s, precision, mode), results, errors, skipped: opts.skipExisting ? existing.map((j) => j.input) : [] }, null, 2)}\n`);
+    // The whole process so far (model loading included): its peak resident memory and CPU seconds, every thread.
+    const u = process.resourceUsage();
+    const usage = { maxRssBytes: u.maxRSS * 1024, cpuSeconds: (u.userCPUTime + u.systemCPUTime) / 1e6 };
+    process.stdout.write(`${JSON.stringify({ mode, settings: reportedSettings(s, precision, mode), results, errors, skipped: opts.skipExisting ? existing.map((j) => j.input) : [], process: usage }, null, 2)}\n`);
   }
   return batch.finish(jobs.length, opts.skipExisting && existing.length ? `, ${existing.length} skipped (output exists)` : '');
 }
@@ -331,7 +342,7 @@ async function restoreAll(todo: { input: string; output: string }[], opts: Resto
       checkSize(job.input, img, restorer.multiple);
       let restored: Float32Array;
       let scores: Score[];
-      let phases: Record<string, number>;
+      let phases: PhaseTimes;
       try {
         ({ restored, scores, phases } = await restoreOne(e, restorer, img, s.colorFix, onStep));
       } catch (err) {
@@ -348,7 +359,7 @@ async function restoreAll(todo: { input: string; output: string }[], opts: Resto
     const detected = scores.filter((d) => d.probability >= s.threshold).sort((a, b) => b.probability - a.probability);
     const r: ImageResult = {
       ...job, width: img.width, height: img.height, seconds: (performance.now() - started) / 1000,
-      phases, peakGpuBytes: e.pool.stats.peakBytes,
+      phases: phases.wall, phasesCpu: phases.cpu, peakGpuBytes: e.pool.stats.peakBytes,
       detected: detected.map((d) => d.name), scores,
     };
     results.push(r);
@@ -356,7 +367,7 @@ async function restoreAll(todo: { input: string; output: string }[], opts: Resto
       const found = detected.map((d) => `${d.name} (${d.probability.toFixed(2)})`).join(', ') || 'none';
       process.stderr.write(`[${n + 1}/${todo.length}] ${r.input} → ${r.output} (${r.seconds.toFixed(1)} s); detected: ${found}\n`);
       if (opts.stats) {
-        const split = Object.entries(phases).map(([k, v]) => `${k} ${v.toFixed(2)} s`).join(', ');
+        const split = Object.entries(r.phases).map(([k, v]) => `${k} ${v.toFixed(2)} s`).join(', ');
         process.stderr.write(`  ${split}; peak GPU memory ${(r.peakGpuBytes / 2 ** 20).toFixed(0)} MiB\n`);
       }
     }
@@ -396,7 +407,7 @@ function checkSize(file: string, img: LoadedImage, multiple: number): void {
 /** Pads, restores, crops back and fixes colours; returns CHW [3, H, W] in about [0, 1]. */
 async function restoreOne(
   e: Engine, r: Restorer, img: LoadedImage, colorFix: ColorFix, onStep: (i: number, total: number) => void,
-): Promise<{ restored: Float32Array; scores: Score[]; phases: Record<string, number> }> {
+): Promise<{ restored: Float32Array; scores: Score[]; phases: PhaseTimes }> {
   const { width: W, height: H } = img;
   const up = (n: number) => Math.ceil(n / r.multiple) * r.multiple;
   const input = e.keep(e.upload(img.rgb, [1, 3, H, W])); // [1, 3, H, W] in [0, 1]

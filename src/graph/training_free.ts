@@ -78,7 +78,7 @@ export class TrainingFreeRestorer {
    * lq [1, 3, H, W] in [0, 1], H and W multiples of 8 → restored [1, 3, H, W] in about [-1, 1],
    * with seconds per phase: clip (probe), prompts, encode, control (hint), denoise, decode.
    */
-  async restore(e: Engine, lq: Tensor, rgb: RgbImage, o: TrainingFreeOptions): Promise<{ image: Tensor; detected: Detection[]; scores: Detection[]; seconds: Record<string, number> }> {
+  async restore(e: Engine, lq: Tensor, rgb: RgbImage, o: TrainingFreeOptions): Promise<{ image: Tensor; detected: Detection[]; scores: Detection[]; seconds: Record<string, number>; cpuSeconds: Record<string, number> }> {
     const { sd } = this;
     const timer = new PhaseTimer(e);
     const { detected, scores } = await this.detect(e, rgb, o.threshold);
@@ -118,7 +118,7 @@ export class TrainingFreeRestorer {
     const image = this.decode(e, latent, o.tile);
     e.release(latent);
     await timer.end('decode');
-    return { image, detected, scores, seconds: timer.seconds };
+    return { image, detected, scores, seconds: timer.seconds, cpuSeconds: timer.cpuSeconds };
   }
 
   private decode(e: Engine, latent: Tensor, tile: TileSize | undefined): Tensor {

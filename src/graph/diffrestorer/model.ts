@@ -70,6 +70,8 @@ export interface Restored {
   degradations: { name: string; probability: number }[];
   /** Seconds per phase: clip (with the prompt processor), control (hint), denoise (UNet + control network, all steps), decode. */
   seconds: Record<string, number>;
+  /** The process's CPU seconds in each phase (all threads; PhaseTimer). */
+  cpuSeconds: Record<string, number>;
 }
 
 export class DiffRestorer {
@@ -159,7 +161,7 @@ export class DiffRestorer {
     }));
     for (const t of [latent, degradation]) e.release(t);
     await timer.end('decode');
-    return { image, degradations: names.map((name, i) => ({ name, probability: probabilities[i] })), seconds: timer.seconds };
+    return { image, degradations: names.map((name, i) => ({ name, probability: probabilities[i] })), seconds: timer.seconds, cpuSeconds: timer.cpuSeconds };
   }
 }
 
