@@ -9,6 +9,9 @@
 // most of its time is attention, norms and elementwise kernels). Prints wall-clock GFLOP/s (GPU
 // timestamps, which are the CPU clock on lavapipe) and CPU-normalised GFLOP/s: FLOP ÷ (process
 // CPU seconds ÷ cores), which holds steady when other jobs take cores away.
+// `openblas`: each round of a Linear case also times OpenBLAS's cblas_sgemm at the same shape in a
+// child process on as many threads as cores (bench/openblas.ts; f32; built with gcc on first use when
+// libopenblas-dev is installed) and prints our fraction of it.
 import os from 'node:os';
 import { Engine } from '../src/engine/engine.js';
 import { chooseKernels, adapterTraits, type KernelPath } from '../src/engine/kernels.js';
@@ -20,6 +23,7 @@ import { f32ToF16Bits } from '../src/engine/half.js';
 import { UNet2DConditionModel } from '../src/graph/sd/unet.js';
 import path from 'node:path';
 import { SD_TINY_DIR } from './sd.js';
+import { openblasBinary, openblasSgemm, type BlasResult } from './openblas.js';
 import { adapterInfo, fmt, measure, rand } from './timing.js';
 
 const args = process.argv.slice(2);
@@ -44,6 +48,8 @@ interface Case {
   name: string;
   flops: number;
   step: () => Tensor;
+  /** A Linear's [M, K, N], for the OpenBLAS reference. */
+  gemm?: [number, number, number];
 }
 
 function cases(e: Engine): Case[] {
@@ -52,7 +58,7 @@ function cases(e: Engine): Case[] {
     for (const [M, K, N] of MATMULS) {
       const x = e.keep(e.upload(rand(M * K, 1), [M, K], dtype));
       const w = e.createWeight(weightBytes(rand(N * K, 2, 0.05)), [N, K], dtype);
-      out.push({ name: `linear ${M}×${K}×${N}`, flops: 2 * M * N * K, step: () => matmul(e, x, w, { transB: true }) });
+      out.push({ name: `linear ${M}×${K}×${N}`, flops: 2 * M * N * K, step: () => matmul(e, x, w, { transB: true }), gemm: [M, K, N] });
     }
   }
   if (!ops.length || ops.includes('conv')) {
@@ -84,7 +90,11 @@ async function main(): Promise<void> {
   const cores = os.cpus().length;
   const a = adapterInfo(e);
   console.log(`${dtype}; adapter ${a.name} (${a.description}); ${cores} cores; load average ${os.loadavg().map((l) => l.toFixed(1)).join(' ')}`);
-  for (const { name, flops, step } of cases(e)) {
+  const blas = args.includes('openblas') ? openblasBinary() : {};
+  if (blas.why) console.log(`OpenBLAS left out: ${blas.why}`);
+  if (blas.binary && dtype === 'f16') console.log('OpenBLAS left out: it has no f16 sgemm');
+  const blasBinary = dtype === 'f32' ? blas.binary : undefined;
+  for (const { name, flops, step, gemm } of cases(e)) {
     const outs: Float32Array[] = [];
     for (const p of paths) {
       e.kernels = chooseKernels(traits, p);
@@ -98,7 +108,12 @@ async function main(): Promise<void> {
     }
     const wall = new Map<KernelPath, number>();
     const cpu = new Map<KernelPath, number>();
+    let best: BlasResult | undefined;
     for (let r = 0; r < rounds; r++) {
+      if (blasBinary && gemm) {
+        const b = openblasSgemm(blasBinary, ...gemm, cores);
+        best = { gflops: Math.max(best?.gflops ?? 0, b.gflops), cpuNormGflops: Math.max(best?.cpuNormGflops ?? 0, b.cpuNormGflops) };
+      }
       for (const p of paths) {
         e.kernels = chooseKernels(traits, p);
         const c0 = process.cpuUsage();
@@ -120,6 +135,10 @@ async function main(): Promise<void> {
     console.log(name.padEnd(26) +
       paths.map((p) => `${p} ${fmt(wall.get(p), 1)} (${fmt(cpu.get(p), 1)} cpu-norm)`).join('  ') +
       `  cpu/gpu ${ratio(wall)} (${ratio(cpu)})  max|diff|/max ${(err / scale).toExponential(1)}`);
+    if (best) {
+      const of = (p: KernelPath) => `${p} ×${fmt(wall.get(p)! / best.gflops, 3)} (×${fmt(cpu.get(p)! / best.cpuNormGflops, 3)})`;
+      console.log(`${''.padEnd(26)}openblas ${fmt(best.gflops, 1)} (${fmt(best.cpuNormGflops, 1)} cpu-norm)  fraction of OpenBLAS: ${of('gpu')}  ${of('cpu')}`);
+    }
   }
   console.log(`load average after: ${os.loadavg().map((l) => l.toFixed(1)).join(' ')}`);
 }
