@@ -108,7 +108,8 @@ if [ "$quick" = 1 ]; then
 else
   part 150 "benchmark: kernels --full" bench bench_kernels kernels --full
   part 60 "benchmark: f16 matmul --full, DR_SUBGROUP_MATRIX=0" bench_tiled
-  part 120 "benchmark: SD 1.5 UNet step, 64x64 latents, f16" bench bench_unet unet --latent 64 --dtype f16
+  # Batch 2: one classifier-free-guidance step, what diffusers' per-step figures time.
+  part 120 "benchmark: SD 1.5 UNet step, 64x64 latents, batch 2, f16" bench bench_unet unet --latent 64 --dtype f16 --batch 2
   # The CPU-adapter (texture) kernels against the tiled ones on a real GPU: whether they must stay off it.
   part 45 "benchmark: ab_kernels f16 (cpu vs gpu path, 1 round)" node dist/bench/ab_kernels.js matmul conv f16 --rounds 1
 fi
