@@ -7,14 +7,14 @@
 // layout works and no subgroupMatrixLoad reads outside a buffer), and subgroups 0..3 each
 // multiply one 32×32 quadrant as (32/SM)² result matrices. The results pass through workgroup
 // memory once more for the epilogue, which every invocation applies element by element.
-// Defines: TRANS_A, TRANS_B, HAS_BIAS, ACT (activations.wgsl), SM (8 or 16: the configuration's
+// Defines: TRANS_A, TRANS_B, SM (8 or 16: the configuration's
 // M = N = K), WG (4 × the adapter's largest subgroup: WGSL wants a multiple of it; with
 // smaller subgroups the ones past 3 only load and store).
 enable chromium_experimental_subgroup_matrix;
 enable subgroups;
 //!include activations.wgsl
 
-struct Params { M: u32, N: u32, K: u32, strideA: u32, strideB: u32, strideC: u32, alpha: f32, batch: u32, kChunk: u32 }
+struct Params { M: u32, N: u32, K: u32, strideA: u32, strideB: u32, strideC: u32, alpha: f32, batch: u32, kChunk: u32, hasBias: u32, act: u32 }
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read> a: array<f16>;
 @group(0) @binding(2) var<storage, read> b: array<f16>;
@@ -76,11 +76,14 @@ fn main(@builtin(workgroup_id) wg: vec3u, @builtin(local_invocation_index) li: u
     workgroupBarrier();
     if (sg < 4u) {
       for (var ks = 0u; ks < TK; ks += SM) {
+        var right: array<subgroup_matrix_right<f16, SM, SM>, R>;
+        for (var j = 0u; j < R; j++) {
+          right[j] = subgroupMatrixLoad<subgroup_matrix_right<f16, SM, SM>, row_major>(&Bs, ks * TILE + qc + j * SM, TILE);
+        }
         for (var i = 0u; i < R; i++) {
           let left = subgroupMatrixLoad<subgroup_matrix_left<f16, SM, SM>, row_major>(&As, (qr + i * SM) * TK + ks, TK);
           for (var j = 0u; j < R; j++) {
-            let right = subgroupMatrixLoad<subgroup_matrix_right<f16, SM, SM>, row_major>(&Bs, ks * TILE + qc + j * SM, TILE);
-            acc[i * R + j] = subgroupMatrixMultiplyAccumulate(left, right, acc[i * R + j]);
+            acc[i * R + j] = subgroupMatrixMultiplyAccumulate(left, right[j], acc[i * R + j]);
           }
         }
       }
@@ -99,8 +102,8 @@ fn main(@builtin(workgroup_id) wg: vec3u, @builtin(local_invocation_index) li: u
       let n = col0 + (q % 2u) * 32u + (t % R) * SM + w % SM;
       if (m < p.M && n < p.N) {
         var v = Cs[e];
-        if (HAS_BIAS) { v += f32(bias[n]); }
-        c[cBase + m * p.N + n] = TC(activate(v, ACT, p.alpha));
+        if (p.hasBias != 0u) { v += f32(bias[n]); }
+        c[cBase + m * p.N + n] = TC(activate(v, p.act, p.alpha));
       }
     }
     workgroupBarrier();
