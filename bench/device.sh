@@ -49,11 +49,14 @@ if [ ! -d ../shared/fixtures ]; then
   mkdir -p ../shared/fixtures
   for f in .device/fixtures-*.tar.xz; do [ -f "$f" ] && tar -C ../shared/fixtures -xJf "$f" && echo "fixtures: $(basename "$f" .tar.xz)"; done
 fi
-# Vulkan: the loader where the machine has none, NVIDIA's driver manifest where none is registered.
-if ! ldconfig -p 2>/dev/null | grep -q 'libvulkan.so.1' && [ -f .device/libvulkan.so.1 ]; then
-  export LD_LIBRARY_PATH="$PWD/.device${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
-  echo "using the packed Vulkan loader"
-fi
+# Vulkan: the packed loader and libglvnd parts where the machine has none (only those, so none
+# shadows the machine's own), NVIDIA's driver manifest where none is registered.
+mkdir -p /tmp/dr-lib
+for lib in .device/lib/*; do
+  [ -f "$lib" ] || continue
+  if ! ldconfig -p 2>/dev/null | grep -q "$(basename "$lib")"; then cp "$lib" /tmp/dr-lib/ && echo "using the packed $(basename "$lib")"; fi
+done
+export LD_LIBRARY_PATH="/tmp/dr-lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
 if ! ls /usr/share/vulkan/icd.d/*nvidia* /etc/vulkan/icd.d/*nvidia* >/dev/null 2>&1 && [ -f /usr/local/nvidia/share/vulkan/icd.d/nvidia_icd.json ]; then
   export VK_DRIVER_FILES=/usr/local/nvidia/share/vulkan/icd.d/nvidia_icd.json
   echo "VK_DRIVER_FILES=$VK_DRIVER_FILES"

@@ -6,7 +6,8 @@
 #   .device/base.tar.xz        node_modules pruned to what runs there (webgpu's linux-x64 build;
 #                              no typescript, @types or sharp: tests and benchmarks need none), dist/
 #                              without source maps, and a stripped copy of this machine's node
-#   .device/libvulkan.so.1     the Vulkan loader, used only where the machine has none
+#   .device/lib/               the Vulkan loader and libglvnd's libGLdispatch/libGLX (NVIDIA's Vulkan
+#                              driver needs them), each used only where the machine has none
 #   .device/fixtures-*.tar.xz  ../shared fixture subsets, in priority order, each only while it fits
 # Then, with the device tool: run with carry [".device"] and command "bash bench/device.sh".
 #   bash bench/device_pack.sh [--no-node] [--no-build]
@@ -46,7 +47,10 @@ tar -cf - --exclude='node_modules/webgpu/dist/darwin-*' --exclude='node_modules/
   --exclude='node_modules/webgpu/dist/linux-arm64' --exclude='node_modules/typescript' --exclude='node_modules/@types' \
   --exclude='node_modules/sharp' --exclude='node_modules/@img' --exclude='node_modules/.vite' --exclude='node_modules/.cache' \
   --exclude='*.map' node_modules dist $([ "$with_node" = 1 ] && echo "-C $stage node") | $XZ > .device/base.tar.xz
-cp -L /usr/lib/x86_64-linux-gnu/libvulkan.so.1 .device/ 2>/dev/null || echo "device_pack.sh: no libvulkan.so.1 here; the machine's own loader must do"
+mkdir -p .device/lib
+for lib in libvulkan.so.1 libGLdispatch.so.0 libGLX.so.0; do
+  cp -L "/usr/lib/x86_64-linux-gnu/$lib" .device/lib/ 2>/dev/null || echo "device_pack.sh: no $lib here; the machine's own must do"
+done
 
 used=$((tree_bytes + $(du -cb .device | tail -1 | cut -f1)))
 # Fixture groups, most useful first: [name]=paths under fixtures/ (the parity tests' inputs).
