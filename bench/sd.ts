@@ -55,7 +55,7 @@ export const SD15_VAE_CONFIG = {
 export const SD_TINY_DIR = path.resolve(import.meta.dirname, '../../../shared/fixtures/sd-tiny');
 
 /** Writes a config.json into a temporary folder and reads it back with `read`. */
-function viaConfigFile<T>(config: object, read: (dir: string) => T): T {
+export function viaConfigFile<T>(config: object, read: (dir: string) => T): T {
   const dir = mkdtempSync(path.join(os.tmpdir(), 'dr-bench-'));
   try {
     writeFileSync(path.join(dir, 'config.json'), JSON.stringify(config, null, 2));

@@ -11,6 +11,7 @@ import { linear, matmul, matmulBackward } from '../src/engine/ops/matmul.js';
 import { conv2d } from '../src/engine/ops/conv2d.js';
 import { addInto } from '../src/engine/ops/adamw.js';
 import { f16ToF32, f32ToF16Bits } from '../src/engine/half.js';
+import { weightSource, weightTextureBytes } from '../src/engine/textures.js';
 import type { Activation } from '../src/engine/ops/common.js';
 import { DrError } from '../src/errors.js';
 import { expectClose, rand } from './helpers.js';
@@ -139,8 +140,42 @@ describe('texture matmul (CPU-adapter path)', () => {
     addInto(e, weight, e.upload(delta, [N, K]));
     for (let i = 0; i < w.length; i++) w[i] += delta[i];
     expect(await copies()).toBe(2); // written in place: uploaded again, with the new values
-    // The stale texture was destroyed and uncounted: the weight memory is that of one texture again.
-    expect(e.pool.stats.weightBytes).toBe(weightBytes);
+    // The stale texture was destroyed and uncounted: the weight memory is one texture again, plus the
+    // buffer the in-place write restored (a trained weight keeps its buffer).
+    expect(e.pool.stats.weightBytes).toBe(weightBytes + weight.buffer.size);
+  });
+
+  // A weight only texture kernels read is held once (issue 12, 6c): its buffer is dropped once its
+  // texture is made, and written back from the texture (from_texture.wgsl) when something reads it.
+  // Every layout: Linear [N, K] ('nk', K not a multiple of 4 or 8), a [K, N] operand ('kn'), conv
+  // (one segment per tap), f16 weights in f32 texels, f16 in packed texels.
+  it.each([
+    ['linear f32', 'f32', 'f32', false],
+    ['[K, N] f32', 'f32', 'f32', true],
+    ['conv f32', 'f32', 'f32', false],
+    ['linear, f16 weight, f32 activations', 'f16', 'f32', false],
+    ['linear, f16 weight and activations (packed texels)', 'f16', 'f16', false],
+    ['conv, f16 weight and activations', 'f16', 'f16', false],
+  ] as const)('%s: the weight is held once, and its buffer comes back bit for bit', async (what, wType, xType, kn) => {
+    const conv = what.startsWith('conv');
+    const [M, K, N] = [7, 37, 11];
+    const wShape = conv ? [N, 5, 3, 3] : kn ? [K, N] : [N, K];
+    const values = rand(wShape.reduce((p, d) => p * d), 31);
+    const bits = wType === 'f16' ? Uint16Array.from(values, f32ToF16Bits) : values;
+    const weight = e.createWeight(new Uint8Array(bits.buffer.slice(0)), wShape, wType);
+    const bufferBytes = weight.buffer.size;
+    const before = e.pool.stats.weightBytes;
+    const xValues = rand(conv ? 5 * 36 : M * K, 32);
+    const x = xType === 'f16' ? e.upload(Uint16Array.from(xValues, f32ToF16Bits), conv ? [1, 5, 6, 6] : [M, K]) : e.upload(xValues, conv ? [1, 5, 6, 6] : [M, K]);
+    await e.read(conv ? conv2d(e, x, weight, { padding: 1 }) : matmul(e, x, weight, { transB: !kn }));
+    await e.sync();
+    expect(weight.hasBuffer).toBe(false);
+    const textureBytes = weightTextureBytes(weightSource(weight)!.texture);
+    expect(e.pool.stats.weightBytes - before).toBe(textureBytes - bufferBytes); // the texture instead of the buffer
+    const back = await e.readRaw(weight);
+    expect([...back.subarray(0, bits.byteLength)]).toEqual([...new Uint8Array(bits.buffer)]);
+    expect(e.pool.stats.weightBytes - before).toBe(textureBytes); // kept from now on: the buffer and the texture
+    expect(weight.hasBuffer).toBe(true);
   });
 
   it('splits operands taller than a texture into blocks', async () => {

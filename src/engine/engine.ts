@@ -5,7 +5,7 @@ import { getGpu, type Gpu } from './device.js';
 import { noteFirstRun } from './first_run.js';
 import { expandIncludes, parseInterface, type KernelInterface } from './kernel_source.js';
 import { adapterTraits, chooseKernels, type KernelChoice } from './kernels.js';
-import { TexturePool, weightChanged, weightTextureBytes } from './textures.js';
+import { TexturePool, weightChanged, weightSource, weightTextureBytes } from './textures.js';
 import { BufferPool } from './pool.js';
 import { DTYPE_SIZE, Tensor, numel, type DType } from './tensor.js';
 import { f16ToF32, f32ToF16Bits } from './half.js';
@@ -88,6 +88,15 @@ export class Engine {
   private scopes: Set<Tensor>[] = [];
   /** Weight textures dropped by an in-place write, destroyed at the next submit. */
   private readonly retiredTextures: GPUTexture[] = [];
+  /** Buffers of weights now held as their textures, destroyed at the next submit (their fill is recorded). */
+  private readonly retiredBuffers: GPUBuffer[] = [];
+  private retiredBufferBytes = 0;
+  /** Bytes of weights created since the last submit (their staging copies are alive until one). */
+  private unsubmittedWeightBytes = 0;
+  /** The weight whose buffer from_texture is writing back (not an in-place write that stales its textures). */
+  private restoring?: Tensor;
+  /** A 16-byte tensor per dtype bound where a kernel's optional input is absent (hasBias 0). */
+  private readonly placeholders = new Map<DType, Tensor>();
   private gpuError?: string;
   /** Dispatches and submits since creation, for benchmarks and tests of batching. */
   readonly counters = { dispatches: 0, submits: 0 };
@@ -96,7 +105,7 @@ export class Engine {
     const device = gpu.device;
     this.maxBinding = Math.min(device.limits.maxStorageBufferBindingSize, opts.maxBindingBytes ?? Infinity);
     this.pool = new BufferPool(device);
-    this.texturePool = new TexturePool(device);
+    this.texturePool = new TexturePool(device, (bytes) => this.pool.countTextures(bytes));
     this.kernels = chooseKernels(adapterTraits(gpu));
     this.uniformSlot = Math.max(UNIFORM_SLOT_BYTES, gpu.device.limits.minUniformBufferOffsetAlignment);
     this.uniformGpu = device.createBuffer({
@@ -157,6 +166,7 @@ export class Engine {
    */
   copyToTexture(t: Tensor, byteOffset: number, bytesPerRow: number, texture: GPUTexture, width: number, rows: number): void {
     if (t.released || t.base?.released) throw new Error(`copyToTexture: ${t} is released`);
+    this.materialise(t);
     this.pass?.end();
     this.pass = undefined;
     (this.encoder ??= this.device.createCommandEncoder()).copyBufferToTexture(
@@ -192,7 +202,69 @@ export class Engine {
     new Uint8Array(buffer.getMappedRange()).set(bytes);
     buffer.unmap();
     this.pool.countWeight(buffer.size);
+    // Dawn fills a storage buffer mapped at creation from a staging copy, freed only once a submit
+    // carried the copy: without one, loading a model held every weight twice (measured: 3.0 GB of
+    // RSS for 1.5 GB of weights; 1.85 GB with this).
+    this.unsubmittedWeightBytes += buffer.size;
+    if (this.unsubmittedWeightBytes >= 64 * 2 ** 20) {
+      this.device.queue.submit([]);
+      this.unsubmittedWeightBytes = 0;
+    }
     return new Tensor(buffer, shape, dtype, false);
+  }
+
+  /**
+   * Drops the buffer of weight `w`, whose values a texture now holds (textures.ts): destroyed after
+   * the next submit, which holds the texture's fill. Weights that keep their buffer are left alone.
+   * Buffers dropped during one forward are submitted every 64 MiB, so a first forward's peak is
+   * not the weights twice.
+   */
+  dropWeightBuffer(w: Tensor): void {
+    if (w.base || w.pooled || w.keepsBuffer || !w.hasBuffer) return;
+    const buffer = w.swapBuffer(undefined)!;
+    this.retiredBuffers.push(buffer);
+    this.retiredBufferBytes += buffer.size;
+    if (this.retiredBufferBytes >= 64 * 2 ** 20) this.flush();
+  }
+
+  /**
+   * Gives a weight held only as its texture its buffer back (from_texture.wgsl, recorded in order)
+   * and keeps it from then on: a buffer kernel reads it (a backward, a second texture layout) or
+   * the optimizer writes it. Done for every tensor a dispatch binds, a copy or a read back reads.
+   */
+  materialise(t: Tensor): void {
+    const w = t.base ?? t;
+    if (w.pooled || w.hasBuffer) return;
+    w.keepsBuffer = true;
+    const source = weightSource(w);
+    if (!source) throw new Error(`${w}: no buffer and no texture to restore it from`);
+    const buffer = this.device.createBuffer({
+      size: Math.max(16, align(w.byteLength, 16)),
+      usage: GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_SRC | GPUBufferUsage.COPY_DST,
+    });
+    this.pool.countWeight(buffer.size);
+    w.swapBuffer(buffer);
+    const packed = source.texture.format === 'rgba32uint';
+    const v = source.view;
+    this.restoring = w;
+    try {
+      this.run({
+        kernel: packed ? 'from_texture_h' : 'from_texture',
+        bindings: { dst: w },
+        textures: { src: source.texture },
+        params: { ...v },
+        workgroups: [Math.ceil((v.segs * Math.ceil(v.segCols / (packed ? 8 : 4))) / 64), v.rows],
+      });
+    } finally {
+      this.restoring = undefined;
+    }
+  }
+
+  /** A 16-byte tensor of `dtype` to bind in place of an absent optional input (never read). */
+  placeholder(dtype: DType): Tensor {
+    let t = this.placeholders.get(dtype);
+    if (!t) this.placeholders.set(dtype, (t = this.createWeight(new Uint8Array(16), [16 / DTYPE_SIZE[dtype]], dtype)));
+    return t;
   }
 
   /** Returns a pooled tensor's buffer to the pool (views release nothing). */
@@ -289,6 +361,8 @@ export class Engine {
   // ---- dispatch ------------------------------------------------------------
 
   run(d: Dispatch): void {
+    // First, as it records a dispatch of its own (before this one takes a uniform slot).
+    for (const t of Object.values(d.bindings)) if (t) this.materialise(t);
     const iface = this.kernelInterface(d.kernel);
     const pipeline = this.pipeline(d, iface);
     const entries: GPUBindGroupEntry[] = [];
@@ -303,7 +377,8 @@ export class Engine {
     for (const { binding, name, write } of iface.bindings) {
       const t = d.bindings[name];
       if (t.released || t.base?.released) throw new Error(`${d.kernel}: binding ${name} is a released tensor`);
-      if (write && !(t.base ?? t).pooled) this.retiredTextures.push(...weightChanged(t)); // a weight written in place (optimizer step)
+      // A weight written in place (optimizer step): its textures are stale.
+      if (write && !(t.base ?? t).pooled && (t.base ?? t) !== this.restoring) this.retiredTextures.push(...weightChanged(t));
       entries.push({ binding, resource: { buffer: t.buffer, offset: 0, size: align(t.byteLength || 4, 4) } });
     }
     for (const { binding, name } of iface.textures) entries.push({ binding, resource: d.textures![name].createView() });
@@ -328,8 +403,14 @@ export class Engine {
       this.device.queue.writeBuffer(this.uniformGpu, 0, this.uniformCpu, 0, this.uniformUsed * this.uniformSlot);
     }
     this.device.queue.submit([this.encoder.finish()]);
+    this.unsubmittedWeightBytes = 0;
     this.counters.submits++;
     // Destroyed after the submit that holds their last reads: WebGPU frees them once that work is done.
+    for (const b of this.retiredBuffers.splice(0)) {
+      this.pool.uncountWeight(b.size);
+      b.destroy();
+    }
+    this.retiredBufferBytes = 0;
     for (const t of this.retiredTextures.splice(0)) {
       this.pool.uncountWeight(weightTextureBytes(t));
       t.destroy();
@@ -353,6 +434,7 @@ export class Engine {
   }
 
   async readRaw(t: Tensor): Promise<Uint8Array> {
+    this.materialise(t);
     const size = align(Math.max(t.byteLength, 4), 4);
     const staging = this.device.createBuffer({ size, usage: GPUBufferUsage.COPY_DST | GPUBufferUsage.MAP_READ });
     this.pass?.end();

@@ -1,14 +1,16 @@
 /**
  * Size-class buffer pool: a released buffer waits in its class for the next
  * request of that class. Classes are powers of two and their 1.5× midpoints, so at
- * most a third of a buffer is slack. Tracks bytes held (pool + in use + weights)
- * and its peak, which benchmarks report as peak GPU memory.
+ * most a third of a buffer is slack. Tracks bytes held (pool + in use + weights +
+ * the CPU path's pooled activation textures) and its peak, which benchmarks report as
+ * peak GPU memory.
  */
 export class BufferPool {
   private readonly free = new Map<number, GPUBuffer[]>();
   /** Bytes of buffers created by the pool, in use or waiting. */
   private pooledBytes = 0;
   private weightBytes = 0;
+  private textureBytes = 0;
   inUseBytes = 0;
   peakBytes = 0;
 
@@ -33,6 +35,12 @@ export class BufferPool {
     this.notePeak();
   }
 
+  /** Activation textures made (bytes > 0) or destroyed (< 0) by the texture pool. */
+  countTextures(bytes: number): void {
+    this.textureBytes += bytes;
+    this.notePeak();
+  }
+
   /** A weight's bytes freed (a retired weight texture). */
   uncountWeight(bytes: number): void {
     this.weightBytes -= bytes;
@@ -48,11 +56,15 @@ export class BufferPool {
   }
 
   get totalBytes(): number {
-    return this.pooledBytes + this.weightBytes;
+    return this.pooledBytes + this.weightBytes + this.textureBytes;
   }
 
-  get stats(): { weightBytes: number; activationBytes: number; inUseBytes: number; peakBytes: number } {
-    return { weightBytes: this.weightBytes, activationBytes: this.pooledBytes, inUseBytes: this.inUseBytes, peakBytes: this.peakBytes };
+  /** activationBytes: pooled buffers; activationTextureBytes: pooled textures (CPU path). */
+  get stats(): { weightBytes: number; activationBytes: number; activationTextureBytes: number; inUseBytes: number; peakBytes: number } {
+    return {
+      weightBytes: this.weightBytes, activationBytes: this.pooledBytes, activationTextureBytes: this.textureBytes,
+      inUseBytes: this.inUseBytes, peakBytes: this.peakBytes,
+    };
   }
 
   private create(size: number): GPUBuffer {

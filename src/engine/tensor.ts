@@ -16,14 +16,42 @@ export function numel(shape: readonly number[]): number {
 export class Tensor {
   /** Set when the buffer went back to the pool; using the tensor after that is a bug. */
   released = false;
+  private own?: GPUBuffer;
+  /**
+   * A weight whose buffer a buffer kernel has needed: it keeps its buffer from then on (its
+   * texture is not its only copy; training reads and writes weights through their buffers).
+   */
+  keepsBuffer = false;
 
   constructor(
-    readonly buffer: GPUBuffer,
+    buffer: GPUBuffer | undefined,
     readonly shape: readonly number[],
     readonly dtype: DType,
     /** Pool-owned buffers return to the pool on release; weights own theirs. */
     readonly pooled: boolean,
-  ) {}
+  ) {
+    this.own = buffer;
+  }
+
+  /** The GPU buffer (a view's is its base's). */
+  get buffer(): GPUBuffer {
+    if (this.base) return this.base.buffer;
+    if (!this.own) throw new Error(`${this}: a weight held only as its texture; Engine.materialise gives it its buffer back`);
+    return this.own;
+  }
+
+  /** False for a weight held only as its texture (textures.ts) until Engine.materialise. */
+  get hasBuffer(): boolean {
+    return this.base ? this.base.hasBuffer : !!this.own;
+  }
+
+  /** Sets (a weight's restored buffer) or takes away (a weight kept as its texture) the buffer; returns the old one. */
+  swapBuffer(buffer: GPUBuffer | undefined): GPUBuffer | undefined {
+    if (this.base || this.pooled) throw new Error(`${this}: only a weight's own buffer is swapped`);
+    const old = this.own;
+    this.own = buffer;
+    return old;
+  }
 
   get size(): number {
     return numel(this.shape);
@@ -36,7 +64,7 @@ export class Tensor {
   /** The same buffer seen with another shape of equal size (no copy). */
   reshape(shape: readonly number[]): Tensor {
     const resolved = resolveShape(shape, this.size);
-    const view = new Tensor(this.buffer, resolved, this.dtype, false);
+    const view = new Tensor(undefined, resolved, this.dtype, false);
     view.base = this.base ?? this;
     return view;
   }

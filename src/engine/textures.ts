@@ -30,8 +30,11 @@ export class TexturePool {
   private readonly free = new Map<string, GPUTexture[]>();
   /** Bytes of the textures this pool made. */
   bytes = 0;
+  /** Textures this pool made (in use or waiting). */
+  count = 0;
 
-  constructor(private readonly device: GPUDevice) {}
+  /** `counted` hears of every texture made or destroyed (the buffer pool's total and peak include them). */
+  constructor(private readonly device: GPUDevice, private readonly counted: (bytes: number) => void = () => {}) {}
 
   acquire(width: number, rows: number, format: TexelFormat = 'rgba32float'): GPUTexture {
     const max = this.device.limits.maxTextureDimension2D;
@@ -39,6 +42,8 @@ export class TexturePool {
     const texture = this.free.get(`${width}x${height}${format}`)?.pop();
     if (texture) return texture;
     this.bytes += width * height * 16;
+    this.count++;
+    this.counted(width * height * 16);
     return this.device.createTexture({ size: [width, height], format, usage: usage(), label: `act ${width}x${height}` });
   }
 
@@ -53,6 +58,8 @@ export class TexturePool {
   trim(): void {
     for (const list of this.free.values()) for (const t of list) {
       this.bytes -= t.width * t.height * 16;
+      this.count--;
+      this.counted(-t.width * t.height * 16);
       t.destroy();
     }
     this.free.clear();
@@ -65,27 +72,51 @@ function heightClass(rows: number): number {
   return rows <= p * 0.75 ? p * 0.75 : p;
 }
 
-// A weight's texture, made on first use. Keyed by the weight tensor, so it is freed with it (no
-// explicit destroy: a recorded dispatch may still hold it). An op that writes a weight in place
-// (the optimizer step) drops it.
-const weightTextures = new WeakMap<Tensor, Map<string, GPUTexture>>();
+/** A strided view of a tensor as texture rows (to_texture.wgsl's Params). */
+export interface TextureView {
+  rows: number;
+  rowsPerItem: number;
+  segs: number;
+  segCols: number;
+  base: number;
+  sItem: number;
+  sRow: number;
+  sSeg: number;
+  sK: number;
+}
+
+// A weight's textures, made on first use, each with the view of the weight it holds (from which
+// from_texture.wgsl writes the values back). Keyed by the weight tensor, so they are freed with it
+// (no explicit destroy: a recorded dispatch may still hold them). An op that writes a weight in
+// place (the optimizer step) drops them.
+const weightTextures = new WeakMap<Tensor, Map<string, { texture: GPUTexture; view: TextureView }>>();
 
 /**
- * The texture of weight `w` in a layout (`layout` names how `fill` arranges it), made once and
- * counted with the weights' bytes (on this path a weight is held twice: buffer and texture).
+ * The texture of weight `w` in a layout (`layout` names how `view` arranges it, `fill` writes it
+ * from w's buffer), made once and counted with the weights' bytes. The weight's buffer is then
+ * dropped (Engine.dropWeightBuffer), so a weight that only texture kernels read is held once;
+ * `view` must then cover every element of w once, so that the buffer can be written back from
+ * the texture (Engine.materialise) if a buffer kernel needs it later.
  */
-export function weightTexture(e: Engine, w: Tensor, layout: string, width: number, rows: number, fill: (t: GPUTexture) => void,
-  format: TexelFormat = 'rgba32float'): GPUTexture {
+export function weightTexture(e: Engine, w: Tensor, layout: string, width: number, rows: number, view: TextureView,
+  fill: (t: GPUTexture) => void, format: TexelFormat = 'rgba32float'): GPUTexture {
   const key = w.base ?? w;
   let byLayout = weightTextures.get(key);
   if (!byLayout) weightTextures.set(key, (byLayout = new Map()));
-  let t = byLayout.get(layout + format);
-  if (t) return t;
-  t = e.device.createTexture({ size: [width, rows], format, usage: usage(), label: `weight ${w} ${layout}` });
+  const made = byLayout.get(layout + format);
+  if (made) return made.texture;
+  e.materialise(w); // a second layout is made from the buffer (which then stays)
+  const texture = e.device.createTexture({ size: [width, rows], format, usage: usage(), label: `weight ${w} ${layout}` });
   e.pool.countWeight(width * rows * 16);
-  fill(t);
-  byLayout.set(layout + format, t);
-  return t;
+  fill(texture);
+  byLayout.set(layout + format, { texture, view });
+  e.dropWeightBuffer(key);
+  return texture;
+}
+
+/** A texture that holds every value of weight `w`, and its view (to write w's buffer back), if one was made. */
+export function weightSource(w: Tensor): { texture: GPUTexture; view: TextureView } | undefined {
+  return weightTextures.get(w.base ?? w)?.values().next().value;
 }
 
 /**
@@ -98,7 +129,7 @@ export function weightChanged(w: Tensor): GPUTexture[] {
   const key = w.base ?? w;
   const byLayout = weightTextures.get(key);
   weightTextures.delete(key);
-  return byLayout ? [...byLayout.values()] : [];
+  return byLayout ? [...byLayout.values()].map((t) => t.texture) : [];
 }
 
 /** Bytes a weight texture was counted with (16 per texel, as weightTexture counts them). */

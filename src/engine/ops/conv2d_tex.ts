@@ -34,7 +34,7 @@ export function textureConv(e: Engine, x: Tensor, w: Tensor, y: Tensor, c: Textu
   // Weight rows: one segment of Cin channels per tap (W[co, ci, tap] at co·Cin·taps + ci·taps + tap).
   const wView = { rows: Cout, rowsPerItem: Cout, segs: taps, segCols: Cin, base: 0, sItem: 0, sRow: Cin * taps, sSeg: 1, sK: taps };
   const isWeight = !(w.base ?? w).pooled;
-  const wt = isWeight ? weightTexture(e, w, 'conv', taps * cin4, Cout, (t) => toTexture(e, w, t, wView))
+  const wt = isWeight ? weightTexture(e, w, 'conv', taps * cin4, Cout, wView, (t) => toTexture(e, w, t, wView))
     : e.texturePool.acquire(taps * cin4, Cout);
   if (!isWeight) toTexture(e, w, wt, wView);
   const perBlock = Math.max(1, Math.floor(max / H));
@@ -45,7 +45,7 @@ export function textureConv(e: Engine, x: Tensor, w: Tensor, y: Tensor, c: Textu
     toTexture(e, x, xt, { rows: items * H, rowsPerItem: H, segs: W, segCols: Cin, base: b0 * Cin * H * W, sItem: Cin * H * W, sRow: W, sSeg: 1, sK: H * W });
     e.run({
       kernel: 'conv2d_tex',
-      bindings: { bias: c.bias ?? w, y },
+      bindings: { bias: c.bias ?? e.placeholder(w.dtype), y },
       textures: { xt, wt },
       defines: { HAS_BIAS: !!c.bias, ACT: ACT[c.act] },
       params: { Cout, H, W, Ho, Wo, KW, taps, Cin4: cin4, strideH: c.strideH, strideW: c.strideW, padH: c.padH, padW: c.padW, y0: b0, alpha: c.alpha },

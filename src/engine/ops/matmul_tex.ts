@@ -3,7 +3,7 @@
 // Called by matmul's gemm; same shapes and epilogues.
 import type { Engine } from '../engine.js';
 import type { Tensor } from '../tensor.js';
-import { perTexel, texelsPerRow, weightTexture, type TexelFormat } from '../textures.js';
+import { perTexel, texelsPerRow, weightTexture, type TexelFormat, type TextureView } from '../textures.js';
 import { ACT, type Activation } from './common.js';
 
 export interface TextureGemm {
@@ -45,7 +45,7 @@ export function textureGemm(e: Engine, a: Tensor, b: Tensor, c: Tensor, g: Textu
   if (shared) {
     const isWeight = !(b.base ?? b).pooled;
     const fill = (t: GPUTexture) => toTexture(e, b, t, bView(N, 0), transB);
-    if (isWeight) wShared = weightTexture(e, b, transB ? 'nk' : 'kn', width, N, fill, format);
+    if (isWeight) wShared = weightTexture(e, b, transB ? 'nk' : 'kn', width, N, bView(N, 0), fill, format);
     else fill((wShared = wPooled = e.texturePool.acquire(width, N, format)));
   }
   const mRows = Math.min(M, max);
@@ -61,7 +61,7 @@ export function textureGemm(e: Engine, a: Tensor, b: Tensor, c: Tensor, g: Textu
         items === 1 || rows === M);
       e.run({
         kernel: format === 'rgba32uint' ? 'matmul_tex_h' : 'matmul_tex',
-        bindings: { bias: g.bias ?? b, c },
+        bindings: { bias: g.bias ?? e.placeholder(b.dtype), c },
         textures: { at, wt: w },
         defines: { HAS_BIAS: !!g.bias, ACT: ACT[g.act] },
         params: { M: rows, N, K4: Math.ceil(K / perTexel(format)), wItemRows: shared ? 0 : N, cBase: i0 * M * N + m0 * N, cItem: M * N, alpha: g.alpha },
@@ -74,18 +74,7 @@ export function textureGemm(e: Engine, a: Tensor, b: Tensor, c: Tensor, g: Textu
   if (wPooled) e.texturePool.release(wPooled);
 }
 
-/** A strided view of a tensor as texture rows (to_texture.wgsl's Params). */
-export interface TextureView {
-  rows: number;
-  rowsPerItem: number;
-  segs: number;
-  segCols: number;
-  base: number;
-  sItem: number;
-  sRow: number;
-  sSeg: number;
-  sK: number;
-}
+export type { TextureView };
 
 /**
  * Fills a texture from a strided view of `src`: copyBufferToTexture where the rows are contiguous,
