@@ -37,7 +37,8 @@ Exits non-zero and prints the fix when no adapter is found. Environment:
           `shader-f16    ${info.features.includes('shader-f16') ? 'yes (f16 weights stay f16)' : 'no (weights computed in f32)'}`,
           `features      ${info.features.join(', ')}`,
           `kernels       ${kernels.path} (${kernels.reason})`,
-          `matrix units  ${kernels.path === 'gpu' ? kernels.matrix.reason : 'not used on the cpu path'}`,
+          `matrix units  ${kernels.path === 'gpu' ? kernels.matrix.reason : 'not used on the cpu path'}` +
+            (info.subgroupMatrixError ? ` (a device with them failed: ${info.subgroupMatrixError})` : ''),
           `max binding   ${mib(info.limits.maxStorageBufferBindingSize)}`,
           `max buffer    ${mib(info.limits.maxBufferSize)}`,
           `workgroup mem ${info.limits.maxComputeWorkgroupStorageSize} bytes`,

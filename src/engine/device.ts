@@ -14,6 +14,8 @@ export interface GpuInfo {
   limits: Record<string, number>;
   /** The matrix shapes one subgroup multiplies (`chromium-experimental-subgroup-matrix`), if granted. */
   subgroupMatrixConfigs: SubgroupMatrixConfig[];
+  /** Why a device with that feature could not be made (it was then made without). */
+  subgroupMatrixError?: string;
 }
 
 /** GPUSubgroupMatrixConfig: left M×K times right K×N of `componentType` into a `resultComponentType` M×N. */
@@ -108,7 +110,18 @@ async function acquire(): Promise<Gpu> {
     const value = (adapter.limits as unknown as Record<string, unknown>)[key];
     if (typeof value === 'number') requiredLimits[key] = value;
   }
-  const device = await adapter.requestDevice({ requiredFeatures: features as GPUFeatureName[], requiredLimits });
+  let device: GPUDevice;
+  let subgroupMatrixError: string | undefined;
+  try {
+    device = await adapter.requestDevice({ requiredFeatures: features as GPUFeatureName[], requiredLimits });
+  } catch (err) {
+    // An experimental feature must not cost the run: without it the tiled kernels do the work.
+    if (!features.includes(SUBGROUP_MATRIX)) throw err;
+    subgroupMatrixError = (err as Error).message;
+    features.splice(features.indexOf(SUBGROUP_MATRIX), 1);
+    const again = await filterDawnNotices(() => gpu.requestAdapter({ powerPreference: 'high-performance' }));
+    device = await again!.requestDevice({ requiredFeatures: features as GPUFeatureName[], requiredLimits });
+  }
   const ai = adapter.info;
   const limits: Record<string, number> = {};
   for (const key of REPORTED_LIMITS) limits[key] = (device.limits as unknown as Record<string, number>)[key];
@@ -122,6 +135,7 @@ async function acquire(): Promise<Gpu> {
     features: [...adapter.features].sort(),
     limits,
     subgroupMatrixConfigs: features.includes(SUBGROUP_MATRIX) ? matrixConfigs(ai) : [],
+    ...(subgroupMatrixError ? { subgroupMatrixError } : {}),
   };
   return {
     device,
