@@ -82,7 +82,7 @@ doctor() {
     process.exit(0);'
 }
 export -f doctor
-part 60 "dr doctor" doctor
+part 40 "dr doctor" doctor
 
 TESTS=(tests/ops.test.ts tests/kernels_cpu.test.ts tests/unet.test.ts tests/vae.test.ts tests/clip.test.ts
   tests/controlnet.test.ts tests/grad_elementwise.test.ts tests/grad_linear_conv.test.ts tests/grad_norm_attention.test.ts
@@ -94,7 +94,7 @@ for t in "${TESTS[@]}"; do
   need=$(grep -o "FIXTURES, '[^'/]*" "$t" | head -1 | sed "s/FIXTURES, '//")
   if [ -n "$need" ] && [ ! -e "../shared/fixtures/$need" ]; then echo "left out $t: fixtures/$need not packed"; else present+=("$t"); fi
 done
-part $([ "$quick" = 1 ] && echo 120 || echo 240) "parity tests on the hardware path" \
+part $([ "$quick" = 1 ] && echo 120 || echo 150) "parity tests on the hardware path" \
   node node_modules/vitest/vitest.mjs run "${present[@]}" --reporter=default --reporter=json --outputFile="$OUT/tests.json"
 
 bench() { # bench NAME ARGS...: node dist/bench/run.js ARGS --json > $OUT/NAME.json
@@ -102,19 +102,19 @@ bench() { # bench NAME ARGS...: node dist/bench/run.js ARGS --json > $OUT/NAME.j
   shift
   node dist/bench/run.js "$@" --json > "$OUT/$name.json"
 }
-# The same f16 matmuls on the tiled kernel (no subgroup matrices): the A/B of the matrix units.
-bench_tiled() { DR_SUBGROUP_MATRIX=0 bench bench_matmul_tiled matmul --full --dtype f16; }
+# The same f16 matmuls and convolutions on the tiled kernels (no subgroup matrices): the A/B of the matrix units.
+bench_tiled() { DR_SUBGROUP_MATRIX=0 bench bench_tiled matmul conv --full --dtype f16; }
 export -f bench bench_tiled
 export OUT
 if [ "$quick" = 1 ]; then
   part 120 "benchmark: matmul, quick" bench bench_quick matmul --quick
 else
-  part 150 "benchmark: kernels --full" bench bench_kernels kernels --full
-  part 60 "benchmark: f16 matmul --full, DR_SUBGROUP_MATRIX=0" bench_tiled
+  part 100 "benchmark: kernels --full" bench bench_kernels kernels --full
+  part 60 "benchmark: f16 matmul and conv --full, DR_SUBGROUP_MATRIX=0" bench_tiled
   # Batch 2: one classifier-free-guidance step, what diffusers' per-step figures time.
-  part 120 "benchmark: SD 1.5 UNet step, 64x64 latents, batch 2, f16" bench bench_unet unet --latent 64 --dtype f16 --batch 2
+  part 90 "benchmark: SD 1.5 UNet step, 64x64 latents, batch 2, f16" bench bench_unet unet --latent 64 --dtype f16 --batch 2
   # The CPU-adapter (texture) kernels against the tiled ones on a real GPU: whether they must stay off it.
-  part 45 "benchmark: ab_kernels f16 (cpu vs gpu path, 1 round)" node dist/bench/ab_kernels.js matmul conv f16 --rounds 1
+  part 30 "benchmark: ab_kernels f16 (cpu vs gpu path, 1 round)" node dist/bench/ab_kernels.js matmul conv f16 --rounds 1
 fi
 
 say "summary"
@@ -126,7 +126,7 @@ node --input-type=module -e '
   if (tests) console.log(`tests: ${tests.numPassedTests} passed, ${tests.numFailedTests} failed, ${tests.numPendingTests} skipped of ${tests.numTotalTests}`);
   // Dense peaks by the vendors datasheets (TFLOP/s): f16 on tensor cores with f32 accumulation, plain f32.
   const PEAKS = [[/H200|H100 SXM|H100 80GB HBM3/, 989, 67], [/H100 PCIe|H100 NVL/, 756, 51], [/A100/, 312, 19.5], [/L40S/, 362, 91.6], [/L4\b/, 121, 30.3], [/RTX 4090/, 165, 82.6]];
-  for (const f of ["bench_kernels.json", "bench_matmul_tiled.json", "bench_unet.json", "bench_quick.json"]) {
+  for (const f of ["bench_kernels.json", "bench_tiled.json", "bench_unet.json", "bench_quick.json"]) {
     const b = read(f);
     if (!b) continue;
     const card = `${b.adapter?.name ?? ""} ${b.adapter?.description ?? ""}`;
