@@ -1,5 +1,6 @@
-// f16 matmuls on subgroup matrices (matmul_subgroup_matrix.wgsl, Dawn's
-// chromium-experimental-subgroup-matrix: the GPU's matrix units, tensor cores on NVIDIA).
+// f16 matmuls and convolutions on subgroup matrices (matmul_subgroup_matrix.wgsl,
+// conv2d_subgroup_matrix.wgsl; Dawn's chromium-experimental-subgroup-matrix: the GPU's matrix
+// units, tensor cores on NVIDIA).
 // 1. The choice from adapter traits (pure functions).
 // 2. The kernel's wiring on Dawn's null backend, which has the feature and compiles and validates
 //    every pipeline but runs nothing: each variant (layouts, bias, epilogue, output dtype, K split,
@@ -18,9 +19,10 @@ import { Engine } from '../src/engine/engine.js';
 import type { Gpu, SubgroupMatrixConfig } from '../src/engine/device.js';
 import { adapterTraits, chooseKernels, matrixChoice, useSubgroupMatrix, type AdapterTraits, type KernelChoice } from '../src/engine/kernels.js';
 import { linear, matmul, matmulBackward } from '../src/engine/ops/matmul.js';
+import { conv2d } from '../src/engine/ops/conv2d.js';
 import type { Tensor } from '../src/engine/tensor.js';
 import { f16ToF32, f32ToF16Bits } from '../src/engine/half.js';
-import { erf, matmulRef } from './reference.js';
+import { conv2dRef, erf, matmulRef } from './reference.js';
 import { expectClose, rand } from './helpers.js';
 
 const cfg = (componentType: string, resultComponentType: string, size: number): SubgroupMatrixConfig =>
@@ -128,6 +130,13 @@ describe('subgroup-matrix kernel on Dawn\'s null backend (compiles and validates
     expect(g.db!.dtype).toBe('f32');
     await e.sync();
     expect(rec.take()).toEqual([...Array(5).fill('matmul_subgroup_matrix'), 'matmul_subgroup_matrix', 'sum_to']);
+    // Convolutions: 3×3 padded, strided with F.pad-style padding, 1×1; f16 and f32 bias, an activation.
+    const xc = h([2, 20, 9, 11]);
+    conv2d(e, xc, h([24, 20, 3, 3]), { padding: 1, bias: h([24]) });
+    conv2d(e, xc, h([17, 20, 3, 3]), { stride: 2, padding: [0, 1, 0, 1], act: 'silu' });
+    conv2d(e, xc, h([40, 20, 1, 1]), { bias: e.upload(new Float32Array(40), [40]) });
+    await e.sync();
+    expect(rec.take()).toEqual(Array(3).fill('conv2d_subgroup_matrix'));
   });
 });
 
@@ -178,6 +187,24 @@ describe('f16 matmul on this adapter\'s GPU path', async () => {
     const got = await e.read(matmul(e, e.upload(a.bits, [batch, M, K]), e.upload(b.bits, [batch, N, K]), { transB: true }));
     expect(rec.take()).toEqual([kernel]);
     expectClose(got, matmulRef(a.values, b.values, batch, M, K, N, { transB: true, bBatched: true }), 2 ** -11, atol(K));
+  });
+
+  it.each([
+    // [B, Cin, H, W], [Cout, KH, KW], stride, padding: K = 9·Cin not a multiple of 32, Ho·Wo and
+    // Cout past a 64 tile, F.pad-style asymmetric padding with stride 2 (the VAE's downsampler), 1×1
+    [[2, 19, 9, 11], [70, 3, 3], 1, 1],
+    [[1, 16, 17, 16], [20, 3, 3], 2, [0, 1, 0, 1]],
+    [[1, 40, 12, 10], [33, 1, 1], 1, 0],
+  ] as const)('conv2d input %j, kernel %j, stride %i, padding %j, f16 out', async (xs, [Cout, KH, KW], stride, pad) => {
+    const [B, Cin, H, W] = xs;
+    const x = half(B * Cin * H * W, 10);
+    const w = half(Cout * Cin * KH * KW, 11, 0.3);
+    const bias = half(Cout, 12);
+    const padding = (typeof pad === 'number' ? pad : [...pad]) as number | [number, number, number, number];
+    const got = await e.read(conv2d(e, e.upload(x.bits, [...xs]), e.upload(w.bits, [Cout, Cin, KH, KW]), { stride, padding, bias: e.upload(bias.bits, [Cout]) }));
+    expect(rec.take()).toEqual([matrix ? 'conv2d_subgroup_matrix' : 'conv2d']);
+    const ref = conv2dRef(x.values, w.values, bias.values, [...xs], [Cout, Cin, KH, KW], stride, padding);
+    expectClose(got, ref.y, 2 ** -11, atol(Cin * KH * KW));
   });
 
   it('weight gradient dcᵀ·x: A read transposed, K = 600 in f32 splits', async () => {
