@@ -9,13 +9,14 @@ import { TexturePool, weightChanged, weightSource, weightTextureBytes } from './
 import { BufferPool } from './pool.js';
 import { DTYPE_SIZE, Tensor, numel, type DType } from './tensor.js';
 import { f16ToF32, f32ToF16Bits } from './half.js';
+import { KernelProfiler } from './profiler.js';
 
 // How an op runs a kernel (src/engine/wgsl/<kernel>.wgsl):
 //
 //   e.run({ kernel: 'matmul',
 //     bindings: { a, b, bias: bias ?? a, c: out },          // by the kernel's own variable names
-//     defines: { TRANS_B: transB, HAS_BIAS: !!bias, ACT: ACT[act] },
-//     params: { M, N, K, strideA: M * K, strideB: 0, strideC: M * N, alpha }, // by struct Params field
+//     defines: { TRANS_B: transB },                        // only what changes the code's shape
+//     params: { M, N, K, strideA: M * K, strideB: 0, strideC: M * N, alpha, hasBias: bias ? 1 : 0, act: ACT[act] }, // by struct Params field
 //     workgroups: [...] });
 //
 // The engine parses each kernel once: every `@group(0) @binding(n) var<storage, …> name: array<E>`
@@ -44,7 +45,11 @@ export interface Dispatch {
   bindings: Record<string, Tensor>;
   /** Textures by the kernel's variable names (the CPU-adapter kernels read their operands from them). */
   textures?: Record<string, GPUTexture>;
-  /** Compile-time constants prepended as `const NAME = value;` (tile sizes, op codes). */
+  /**
+   * Compile-time constants prepended as `const NAME = value;`: only what changes the code's shape
+   * (layouts, workgroup and tile sizes). Each distinct set is a pipeline of its own, compiled by the
+   * driver on a first run, so codes the code only branches on (activation, op, bias) are `params`.
+   */
   defines?: Record<string, number | boolean>;
   /** The fields of the kernel's `struct Params`, by name. */
   params?: Record<string, Uniform>;
@@ -58,6 +63,8 @@ export interface EngineOptions {
    * GPU with a lower limit.
    */
   maxBindingBytes?: number;
+  /** Times every dispatch (profiler.ts) without DR_PROFILE's report at exit (bench/profile.ts reads it). */
+  profile?: boolean;
 }
 
 const WGSL_DIR = new URL('./wgsl/', import.meta.url);
@@ -98,8 +105,16 @@ export class Engine {
   /** A 16-byte tensor per dtype bound where a kernel's optional input is absent (hasBias 0). */
   private readonly placeholders = new Map<DType, Tensor>();
   private gpuError?: string;
-  /** Dispatches and submits since creation, for benchmarks and tests of batching. */
-  readonly counters = { dispatches: 0, submits: 0 };
+  /** Per-kernel GPU times when DR_PROFILE is set (profiler.ts); each dispatch then gets a pass of its own. */
+  readonly profiler?: KernelProfiler;
+  /**
+   * Dispatches and submits since creation, for benchmarks and tests of batching; the distinct
+   * compute pipelines built (each from a shader module of its own: one per kernel, dtypes and
+   * defines) and the milliseconds their creation took (DR_LOG_PIPELINES=1 lists them on stderr).
+   * The driver compiles each one on a first run; lavapipe does so at its first dispatch, so most
+   * of that cost shows in the run, not in pipelineMs.
+   */
+  readonly counters = { dispatches: 0, submits: 0, pipelines: 0, pipelineMs: 0 };
 
   private constructor(readonly gpu: Gpu, opts: EngineOptions) {
     const device = gpu.device;
@@ -107,6 +122,12 @@ export class Engine {
     this.pool = new BufferPool(device);
     this.texturePool = new TexturePool(device, (bytes) => this.pool.countTextures(bytes));
     this.kernels = chooseKernels(adapterTraits(gpu));
+    const profile = process.env.DR_PROFILE;
+    if (profile || opts.profile) {
+      if (!gpu.hasTimestamps) throw new DrError(`DR_PROFILE: this adapter has no timestamp-query feature to time kernels with`);
+      const profiler = (this.profiler = new KernelProfiler(device));
+      if (profile) process.on('exit', () => profiler.report(profile));
+    }
     this.uniformSlot = Math.max(UNIFORM_SLOT_BYTES, gpu.device.limits.minUniformBufferOffsetAlignment);
     this.uniformGpu = device.createBuffer({
       size: this.uniformCpu.byteLength,
@@ -363,6 +384,7 @@ export class Engine {
   run(d: Dispatch): void {
     // First, as it records a dispatch of its own (before this one takes a uniform slot).
     for (const t of Object.values(d.bindings)) if (t) this.materialise(t);
+    if (this.profiler?.full) this.flush(); // before this dispatch takes a uniform slot
     const iface = this.kernelInterface(d.kernel);
     const pipeline = this.pipeline(d, iface);
     const entries: GPUBindGroupEntry[] = [];
@@ -381,8 +403,13 @@ export class Engine {
       if (write && !(t.base ?? t).pooled && (t.base ?? t) !== this.restoring) this.retiredTextures.push(...weightChanged(t));
       entries.push({ binding, resource: { buffer: t.buffer, offset: 0, size: align(t.byteLength || 4, 4) } });
     }
-    for (const { binding, name } of iface.textures) entries.push({ binding, resource: d.textures![name].createView() });
-    const bindGroup = this.device.createBindGroup({ layout: pipeline.getBindGroupLayout(0), entries });
+    for (const { binding, name } of iface.textures) entries.push({ binding, resource: textureView(d.textures![name]) });
+    const bindGroup = this.device.createBindGroup({ layout: bindGroupLayout(pipeline), entries });
+    if (this.profiler) {
+      this.pass?.end();
+      const defines = Object.entries(d.defines ?? {}).map(([k, v]) => `${k}=${v}`).join(',');
+      this.pass = this.profiler.pass((this.encoder ??= this.device.createCommandEncoder()), d.kernel, `${d.kernel}|${defines}`);
+    }
     this.pass ??= (this.encoder ??= this.device.createCommandEncoder()).beginComputePass();
     this.pass.setPipeline(pipeline);
     this.pass.setBindGroup(0, bindGroup);
@@ -393,6 +420,10 @@ export class Engine {
     }
     if (x > 0 && y > 0 && z > 0) this.pass.dispatchWorkgroups(x, y, z);
     this.counters.dispatches++;
+    if (this.profiler) {
+      this.pass.end();
+      this.pass = undefined;
+    }
   }
 
   /** Submits everything recorded so far. */
@@ -402,8 +433,10 @@ export class Engine {
     if (this.uniformUsed > 0) {
       this.device.queue.writeBuffer(this.uniformGpu, 0, this.uniformCpu, 0, this.uniformUsed * this.uniformSlot);
     }
+    const stamped = this.profiler?.resolve(this.encoder);
     this.device.queue.submit([this.encoder.finish()]);
     this.unsubmittedWeightBytes = 0;
+    stamped?.();
     this.counters.submits++;
     // Destroyed after the submit that holds their last reads: WebGPU frees them once that work is done.
     for (const b of this.retiredBuffers.splice(0)) {
@@ -515,8 +548,13 @@ export class Engine {
       ),
     ].join('\n');
     const code = `${header}\n${this.source(d.kernel).replace(/^enable \w+;$/gm, '')}`;
+    const t0 = performance.now();
     const module = this.device.createShaderModule({ code, label: d.kernel });
     pipeline = this.device.createComputePipeline({ layout: 'auto', compute: { module, entryPoint: 'main' }, label: key });
+    const ms = performance.now() - t0;
+    this.counters.pipelineMs += ms;
+    if (process.env.DR_LOG_PIPELINES) process.stderr.write(`pipeline ${ms.toFixed(0)} ms ${key}\n`);
+    this.counters.pipelines++;
     this.pipelines.set(key, pipeline);
     return pipeline;
   }
@@ -541,6 +579,23 @@ export class Engine {
     }
     return iface;
   }
+}
+
+// One bind group layout per pipeline and one view per texture, made once: made per dispatch, they
+// were two more GPU objects per dispatch for the garbage collector (whose time grew with them).
+const layouts = new WeakMap<GPUComputePipeline, GPUBindGroupLayout>();
+const views = new WeakMap<GPUTexture, GPUTextureView>();
+
+function bindGroupLayout(pipeline: GPUComputePipeline): GPUBindGroupLayout {
+  let layout = layouts.get(pipeline);
+  if (!layout) layouts.set(pipeline, (layout = pipeline.getBindGroupLayout(0)));
+  return layout;
+}
+
+function textureView(texture: GPUTexture): GPUTextureView {
+  let view = views.get(texture);
+  if (!view) views.set(texture, (view = texture.createView()));
+  return view;
 }
 
 /** Writes the dispatch's named uniforms at `at` in the kernel's `struct Params` layout. */
