@@ -33,8 +33,8 @@ function matmulCase(e: Engine, M: number, K: number, N: number, transB: boolean,
     run: (kernel) => {
       const out = e.empty([M, N], dtype);
       const [x, y] = wg(M, N);
-      e.run({ kernel, bindings: { a, b, bias, c: out }, defines: { TRANS_B: transB, HAS_BIAS: true, ACT: 0 },
-        params: { M, N, K, strideA: M * K, strideB: 0, strideC: M * N, alpha: 0 }, workgroups: [x, y, 1] });
+      e.run({ kernel, bindings: { a, b, bias, c: out }, defines: { TRANS_B: transB },
+        params: { M, N, K, strideA: M * K, strideB: 0, strideC: M * N, alpha: 0, hasBias: 1, act: 0 }, workgroups: [x, y, 1] });
       return out;
     },
   };
@@ -52,8 +52,7 @@ function convCase(e: Engine, Cin: number, S: number, Cout: number, k: number, st
     inputs: [x, w, bias],
     run: (kernel) => {
       const y = e.empty([1, Cout, Ho, Ho], dtype);
-      e.run({ kernel, bindings: { x, w, bias, y }, defines: { HAS_BIAS: true, ACT: 0 },
-        params: { Cin, H: S, W: S, Cout, Ho, Wo: Ho, KH: k, KW: k, strideH: stride, strideW: stride, padH: pad, padW: pad, alpha: 0 },
+      e.run({ kernel, bindings: { x, w, bias, y }, params: { Cin, H: S, W: S, Cout, Ho, Wo: Ho, KH: k, KW: k, strideH: stride, strideW: stride, padH: pad, padW: pad, alpha: 0, hasBias: 1, act: 0 },
         workgroups: [Math.ceil((Ho * Ho) / 64), Math.ceil(Cout / 64), 1] });
       return y;
     },

@@ -83,21 +83,21 @@ describe('dispatch by name', () => {
   const binaryParams = (size: number) => {
     const one = [1, 1, 1, 1, 1, 1, 1, size];
     const strides = [0, 0, 0, 0, 0, 0, 0, 1];
-    return { shape: one, strideA: strides, strideB: strides, n: size, groupsX: elementwiseGrid(size).groupsX };
+    return { shape: one, strideA: strides, strideB: strides, n: size, groupsX: elementwiseGrid(size).groupsX, op: 1 };
   };
 
   it('binds by the kernel variable names, whatever the order of the object', async () => {
     const [ta, tb] = [e.upload(a, [n]), e.upload(b, [n])];
     const out = e.empty([n]);
-    // OP 1 is a − b: binding b first must not swap the operands.
-    e.run({ kernel: 'binary', bindings: { out, b: tb, a: ta }, defines: { OP: 1 }, params: binaryParams(n), workgroups: elementwiseGrid(n).workgroups });
+    // op 1 is a − b: binding b first must not swap the operands.
+    e.run({ kernel: 'binary', bindings: { out, b: tb, a: ta }, params: binaryParams(n), workgroups: elementwiseGrid(n).workgroups });
     expect(Array.from(await e.read(out))).toEqual(Array.from(a, (v, i) => Math.fround(v - b[i])));
   });
 
   it('a missing, misnamed or extra binding, or a wrong dtype for a typed binding, is an Error naming kernel and binding', () => {
     const [ta, tb, out] = [e.upload(a, [n]), e.upload(b, [n]), e.empty([n])];
     const run = (bindings: Record<string, typeof ta>) => () =>
-      e.run({ kernel: 'binary', bindings, defines: { OP: 1 }, params: binaryParams(n), workgroups: [1] });
+      e.run({ kernel: 'binary', bindings, params: binaryParams(n), workgroups: [1] });
     expect(run({ a: ta, out })).toThrow('binary: binding b missing (the kernel binds a, b, out)');
     expect(run({ A: ta, b: tb, out })).toThrow('binary: binding a missing');
     expect(run({ a: ta, b: tb, out, c: tb })).toThrow('binary: no binding named c');
@@ -111,7 +111,7 @@ describe('dispatch by name', () => {
   it('a missing, extra or ill-typed uniform is an Error naming kernel and field', () => {
     const [ta, tb, out] = [e.upload(a, [n]), e.upload(b, [n]), e.empty([n])];
     const run = (params: Record<string, number | number[]>) => () =>
-      e.run({ kernel: 'binary', bindings: { a: ta, b: tb, out }, defines: { OP: 1 }, params, workgroups: [1] });
+      e.run({ kernel: 'binary', bindings: { a: ta, b: tb, out }, params, workgroups: [1] });
     const noGroups: Record<string, number | number[]> = binaryParams(n);
     delete noGroups.groupsX;
     expect(run(noGroups)).toThrow('binary: param groupsX missing');

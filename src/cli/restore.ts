@@ -268,6 +268,9 @@ interface ImageResult {
   phasesCpu: Record<string, number>;
   /** Peak GPU memory held by dr so far (weights + activations), bytes. */
   peakGpuBytes: number;
+  /** Distinct compute pipelines built so far in this run, and seconds spent building them (the shader compile). */
+  pipelines: number;
+  pipelineSeconds: number;
   /** Degradations at or above --threshold, most likely first. */
   detected: string[];
   scores: Score[];
@@ -360,6 +363,7 @@ async function restoreAll(todo: { input: string; output: string }[], opts: Resto
     const r: ImageResult = {
       ...job, width: img.width, height: img.height, seconds: (performance.now() - started) / 1000,
       phases: phases.wall, phasesCpu: phases.cpu, peakGpuBytes: e.pool.stats.peakBytes,
+      pipelines: e.counters.pipelines, pipelineSeconds: e.counters.pipelineMs / 1000,
       detected: detected.map((d) => d.name), scores,
     };
     results.push(r);

@@ -4,6 +4,7 @@ import type { Tensor } from '../tensor.js';
 import { ACT, assertShape, type Activation } from './common.js';
 import { sumTo, unary } from './elementwise.js';
 import { kSplits } from './matmul.js';
+import { useSubgroupMatrix } from '../kernels.js';
 import { textureConv, textureConvFits } from './conv2d_tex.js';
 
 export interface Conv2dOptions {
@@ -40,11 +41,13 @@ export function conv2d(e: Engine, x: Tensor, w: Tensor, opts: Conv2dOptions = {}
   if (e.kernels.path === 'cpu' && textureConvFits(e, geometry)) {
     textureConv(e, x, w, y, { ...geometry, bias: opts.bias, act: opts.act ?? 'none', alpha: opts.alpha ?? 0.01 });
   } else {
+    // f16 operands on the matrix units where the adapter has them (kernels.ts): the GEMM is Cout × Ho·Wo × Cin·KH·KW.
+    const matrix = useSubgroupMatrix(e.kernels, { M: Cout, N: Ho * Wo, K: Cin * KH * KW, a: w.dtype, b: x.dtype });
     e.run({
-      kernel: 'conv2d',
+      kernel: matrix ? 'conv2d_subgroup_matrix' : 'conv2d',
       bindings: { x, w, bias: opts.bias ?? w, y },
-      defines: { HAS_BIAS: !!opts.bias, ACT: ACT[opts.act ?? 'none'] },
-      params: { Cin, H, W, Cout, Ho, Wo, KH, KW, strideH: sh, strideW: sw, padH: top, padW: left, alpha: opts.alpha ?? 0.01 },
+      ...(matrix ? { defines: { SM: e.kernels.matrix.tile, WG: e.kernels.matrix.workgroup } } : {}),
+      params: { Cin, H, W, Cout, Ho, Wo, KH, KW, strideH: sh, strideW: sw, padH: top, padW: left, alpha: opts.alpha ?? 0.01, hasBias: opts.bias ? 1 : 0, act: ACT[opts.act ?? 'none'] },
       workgroups: [Math.ceil((Ho * Wo) / 64), Math.ceil(Cout / 64), B],
     });
   }

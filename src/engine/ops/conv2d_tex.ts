@@ -47,8 +47,7 @@ export function textureConv(e: Engine, x: Tensor, w: Tensor, y: Tensor, c: Textu
       kernel: 'conv2d_tex',
       bindings: { bias: c.bias ?? e.placeholder(w.dtype), y },
       textures: { xt, wt },
-      defines: { HAS_BIAS: !!c.bias, ACT: ACT[c.act] },
-      params: { Cout, H, W, Ho, Wo, KW, taps, Cin4: cin4, strideH: c.strideH, strideW: c.strideW, padH: c.padH, padW: c.padW, y0: b0, alpha: c.alpha },
+      params: { Cout, H, W, Ho, Wo, KW, taps, Cin4: cin4, strideH: c.strideH, strideW: c.strideW, padH: c.padH, padW: c.padW, y0: b0, alpha: c.alpha, hasBias: c.bias ? 1 : 0, act: ACT[c.act] },
       workgroups: [Math.ceil((Ho * Wo) / 16), Math.ceil(Cout / 64), items],
     });
     e.texturePool.release(xt);

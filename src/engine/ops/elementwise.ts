@@ -10,8 +10,7 @@ export function unary(e: Engine, x: Tensor, act: Activation, opts: { alpha?: num
   e.run({
     kernel: 'unary',
     bindings: { x, y },
-    defines: { ACT: ACT[act] },
-    params: { n: x.size, alpha: opts.alpha ?? 0, scale: opts.scale ?? 1, shift: opts.shift ?? 0, groupsX },
+    params: { n: x.size, alpha: opts.alpha ?? 0, scale: opts.scale ?? 1, shift: opts.shift ?? 0, groupsX, act: ACT[act] },
     workgroups,
   });
   e.record('unary', [x], y, [x], (dy) => [unaryBackward(e, act, x, dy, opts)]);
@@ -78,8 +77,7 @@ function binary(e: Engine, op: keyof typeof BINARY_OPS, a: Tensor, b: Tensor): T
   e.run({
     kernel: 'binary',
     bindings: { a, b, out },
-    defines: { OP: BINARY_OPS[op] },
-    params: { shape: A.shape, strideA: A.strides, strideB: B.strides, n: out.size, groupsX },
+    params: { shape: A.shape, strideA: A.strides, strideB: B.strides, n: out.size, groupsX, op: BINARY_OPS[op] },
     workgroups,
   });
   // add and sub need only the operands' shapes.

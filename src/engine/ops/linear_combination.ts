@@ -36,8 +36,7 @@ function combine(e: Engine, terms: readonly (readonly [number, Tensor])[]): Tens
   e.run({
     kernel: 'linear_combination',
     bindings: { x0: slot(0), x1: slot(1), x2: slot(2), x3: slot(3), out },
-    defines: { N: terms.length },
-    params: { n: out.size, groupsX, c0: coef(0), c1: coef(1), c2: coef(2), c3: coef(3) },
+    params: { n: out.size, groupsX, c0: coef(0), c1: coef(1), c2: coef(2), c3: coef(3), terms: terms.length },
     workgroups,
   });
   return out;

@@ -70,8 +70,8 @@ function gemm(e: Engine, a: Tensor, b: Tensor, opts: MatmulOptions, splits: numb
   e.run({
     kernel: matrix ? 'matmul_subgroup_matrix' : 'matmul',
     bindings: { a, b, bias: bias ?? a, c },
-    defines: { TRANS_A: transA, TRANS_B: transB, HAS_BIAS: !!bias, ACT: ACT[act], ...(matrix ? { SM: tile, WG: workgroup } : {}) },
-    params: { M, N, K, strideA: M * K, strideB: bBatch === 1 ? 0 : K * N, strideC: M * N, alpha, batch, kChunk },
+    defines: { TRANS_A: transA, TRANS_B: transB, ...(matrix ? { SM: tile, WG: workgroup } : {}) },
+    params: { M, N, K, strideA: M * K, strideB: bBatch === 1 ? 0 : K * N, strideC: M * N, alpha, batch, kChunk, hasBias: bias ? 1 : 0, act: ACT[act] },
     workgroups: [Math.ceil(N / 64), Math.ceil(M / 64), batch * chunks],
   });
   if (chunks === 1) return c;

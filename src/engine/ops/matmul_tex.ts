@@ -63,8 +63,7 @@ export function textureGemm(e: Engine, a: Tensor, b: Tensor, c: Tensor, g: Textu
         kernel: format === 'rgba32uint' ? 'matmul_tex_h' : 'matmul_tex',
         bindings: { bias: g.bias ?? e.placeholder(b.dtype), c },
         textures: { at, wt: w },
-        defines: { HAS_BIAS: !!g.bias, ACT: ACT[g.act] },
-        params: { M: rows, N, K4: Math.ceil(K / perTexel(format)), wItemRows: shared ? 0 : N, cBase: i0 * M * N + m0 * N, cItem: M * N, alpha: g.alpha },
+        params: { M: rows, N, K4: Math.ceil(K / perTexel(format)), wItemRows: shared ? 0 : N, cBase: i0 * M * N + m0 * N, cItem: M * N, alpha: g.alpha, hasBias: g.bias ? 1 : 0, act: ACT[g.act] },
         workgroups: [Math.ceil(N / 16), Math.ceil(rows / 64), items],
       });
       e.texturePool.release(at);

@@ -55,8 +55,8 @@ export function groupNorm(
   e.run({
     kernel: 'group_norm',
     bindings: { x, gamma: weight, beta: bias, y, stats: saved },
-    defines: { WG: rowWorkgroup((C / groups) * S), ACT: ACT[act] },
-    params: { C, S, groups, eps },
+    defines: { WG: rowWorkgroup((C / groups) * S) },
+    params: { C, S, groups, eps, act: ACT[act] },
     workgroups: [groups, N],
   });
   if (e.needsGrad(x, weight, bias)) {

@@ -1,11 +1,11 @@
 // out = a OP b with NumPy broadcasting, up to 8 dimensions: the host passes the
-// output shape and each input's strides (0 on broadcast axes). OP: 0 add, 1 sub,
-// 2 mul, 3 div.
+// output shape and each input's strides (0 on broadcast axes). op: 0 add, 1 sub,
+// 2 mul, 3 div, a uniform (one pipeline for all four).
 struct Params {
   shape: array<vec4<u32>, 2>,
   strideA: array<vec4<u32>, 2>,
   strideB: array<vec4<u32>, 2>,
-  n: u32, groupsX: u32,
+  n: u32, groupsX: u32, op: u32,
 }
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read> a: array<TA>;
@@ -29,7 +29,7 @@ fn main(@builtin(workgroup_id) wg: vec3u, @builtin(local_invocation_index) lid: 
   let x = f32(a[ia]);
   let y = f32(b[ib]);
   var r: f32;
-  switch OP {
+  switch p.op {
     case 0u: { r = x + y; }
     case 1u: { r = x - y; }
     case 2u: { r = x * y; }

@@ -3,13 +3,13 @@
 // X̂ the zero-padded input patch element, computed on the fly from X.
 // X: [B, Cin, H, W], W: [Cout, Cin, KH, KW] (PyTorch layout), Y: [B, Cout, Ho, Wo].
 // Same tiling as matmul.wgsl: 64×64 output tile, 8×8 threads computing 8×8 outputs
-// each. Defines: HAS_BIAS, ACT.
+// each. The epilogue (hasBias, act) is uniform: one pipeline serves every bias and activation.
 //!include activations.wgsl
 //!include tile_product.wgsl
 
 struct Params {
   Cin: u32, H: u32, W: u32, Cout: u32, Ho: u32, Wo: u32,
-  KH: u32, KW: u32, strideH: u32, strideW: u32, padH: u32, padW: u32, alpha: f32,
+  KH: u32, KW: u32, strideH: u32, strideW: u32, padH: u32, padW: u32, alpha: f32, hasBias: u32, act: u32,
 }
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read> x: array<TX>;
@@ -74,13 +74,13 @@ fn main(@builtin(workgroup_id) wg: vec3u, @builtin(local_invocation_id) lid: vec
     let c = co0 + (lid.y + 8u * (i / 4u)) * 4u + i % 4u;
     if (c >= p.Cout) { continue; }
     var bv = 0.0;
-    if (HAS_BIAS) { bv = f32(bias[c]); }
+    if (p.hasBias != 0u) { bv = f32(bias[c]); }
     for (var j = 0u; j < 2u; j++) {
       let v4 = acc[(i / 4u) * 8u + (i % 4u) * 2u + j];
       for (var s = 0u; s < 4u; s++) {
         let pix = pix0 + (lid.x + 8u * j) * 4u + s;
         if (pix >= P) { break; }
-        y[yBase + c * P + pix] = TY(activate(v4[s] + bv, ACT, p.alpha));
+        y[yBase + c * P + pix] = TY(activate(v4[s] + bv, p.act, p.alpha));
       }
     }
   }

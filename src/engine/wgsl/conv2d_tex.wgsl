@@ -8,14 +8,14 @@ enable subgroups;
 // fetches the input texels of pixels p0 + l and p0 + 8 + l at each tap (zero where the tap falls
 // in the padding) and the subgroup shares them by subgroupBroadcast; each lane fetches its own
 // 8 weight rows. Dispatch (ceil(Ho·Wo / 16), ceil(Cout / 64), items); y written from item y0.
-// Defines: HAS_BIAS, ACT (activations.wgsl).
+// The epilogue (hasBias, act: activations.wgsl) is uniform: one pipeline serves every bias and activation.
 //!include activations.wgsl
 
 const R = 8u;
 const G = 4u;
 struct Params {
   Cout: u32, H: u32, W: u32, Ho: u32, Wo: u32, KW: u32, taps: u32, Cin4: u32,
-  strideH: u32, strideW: u32, padH: u32, padW: u32, y0: u32, alpha: f32,
+  strideH: u32, strideW: u32, padH: u32, padW: u32, y0: u32, alpha: f32, hasBias: u32, act: u32,
 }
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read> bias: array<TBias>;
@@ -76,12 +76,12 @@ fn main(@builtin(workgroup_id) wg: vec3u, @builtin(subgroup_invocation_id) sl: u
     let co = cb + 8u * r + sl;
     if (co >= p.Cout) { continue; }
     var bv = 0.0;
-    if (HAS_BIAS) { bv = f32(bias[co]); }
+    if (p.hasBias != 0u) { bv = f32(bias[co]); }
     for (var g = 0u; g < G; g++) {
       for (var s = 0u; s < 4u; s++) {
         let q = p0 + 4u * g + s;
         if (q >= P) { break; }
-        y[yItem + co * P + q] = TY(activate(acc[r][g][s] + bv, ACT, p.alpha));
+        y[yItem + co * P + q] = TY(activate(acc[r][g][s] + bv, p.act, p.alpha));
       }
     }
   }

@@ -1,10 +1,11 @@
 // GroupNorm on [N, C, S] (S = H·W): one workgroup per (item, group), two-pass f32
 // statistics over the group's C/G·S values, per-channel affine, optional fused
 // activation (SiLU in SD's resnets). Each group's mean and 1/std go to stats
-// [N, groups, 2] for the backward. Defines: WG, ACT.
+// [N, groups, 2] for the backward. Define: WG. The activation code is a uniform: one pipeline
+// per workgroup size serves every epilogue.
 //!include reduce.wgsl
 //!include activations.wgsl
-struct Params { C: u32, S: u32, groups: u32, eps: f32 }
+struct Params { C: u32, S: u32, groups: u32, eps: f32, act: u32 }
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read> x: array<TX>;
 @group(0) @binding(2) var<storage, read> gamma: array<TGamma>;
@@ -32,6 +33,6 @@ fn main(@builtin(workgroup_id) wg: vec3u, @builtin(local_invocation_index) lid: 
   for (var i = lid; i < count; i += WG) {
     let c = g * cpg + i / p.S;
     let v = (f32(x[base + i]) - mean) * rstd * f32(gamma[c]) + f32(beta[c]);
-    y[base + i] = TY(activate(v, ACT, 0.0));
+    y[base + i] = TY(activate(v, p.act, 0.0));
   }
 }

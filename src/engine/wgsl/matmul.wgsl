@@ -6,11 +6,12 @@
 // of TILE_K) into its own C[split] (no bias or activation then; column_sum adds the splits).
 // 64×64 output tile per workgroup, 8×8 threads computing 8×8 outputs each (rows
 // lid.y·4 + 32i, columns lid.x·4 + 32j, i, j ∈ {0, 1}) from vec4 rows of the shared
-// tiles. Defines: TRANS_A, TRANS_B, HAS_BIAS, ACT (activations.wgsl).
+// tiles. Defines: TRANS_A, TRANS_B. The epilogue (hasBias, act: activations.wgsl) is uniform: one
+// pipeline per layout serves every bias and activation (a first run compiles each pipeline).
 //!include activations.wgsl
 //!include tile_product.wgsl
 
-struct Params { M: u32, N: u32, K: u32, strideA: u32, strideB: u32, strideC: u32, alpha: f32, batch: u32, kChunk: u32 }
+struct Params { M: u32, N: u32, K: u32, strideA: u32, strideB: u32, strideC: u32, alpha: f32, batch: u32, kChunk: u32, hasBias: u32, act: u32 }
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read> a: array<TA>;
 @group(0) @binding(2) var<storage, read> b: array<TB>;
@@ -68,8 +69,8 @@ fn main(@builtin(workgroup_id) wg: vec3u, @builtin(local_invocation_id) lid: vec
         let n = col0 + (lid.x + 8u * j) * 4u + s;
         if (n >= p.N) { break; }
         var v = v4[s];
-        if (HAS_BIAS) { v += f32(bias[n]); }
-        c[cBase + m * p.N + n] = TC(activate(v, ACT, p.alpha));
+        if (p.hasBias != 0u) { v += f32(bias[n]); }
+        c[cBase + m * p.N + n] = TC(activate(v, p.act, p.alpha));
       }
     }
   }

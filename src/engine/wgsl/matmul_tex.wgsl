@@ -8,12 +8,13 @@ enable subgroups;
 // n0 + l and n0 + 8 + l, whose values every lane gets by subgroupBroadcast. No storage-buffer or
 // workgroup-memory loads in the loop (llvmpipe turns each into 8 per-lane scalar loads with bounds
 // checks), no barriers. The four k steps are written out: a kk loop stays a masked loop (0.8–0.9×).
-// Dispatch (ceil(N / 16), ceil(M / 64), items). Defines: HAS_BIAS, ACT (activations.wgsl).
+// Dispatch (ceil(N / 16), ceil(M / 64), items). The epilogue (hasBias, act: activations.wgsl) is
+// uniform: one pipeline serves every bias and activation (a first run compiles each pipeline).
 //!include activations.wgsl
 
 const R = 8u;
 const G = 4u;
-struct Params { M: u32, N: u32, K4: u32, wItemRows: u32, cBase: u32, cItem: u32, alpha: f32 }
+struct Params { M: u32, N: u32, K4: u32, wItemRows: u32, cBase: u32, cItem: u32, alpha: f32, hasBias: u32, act: u32 }
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read> bias: array<TBias>;
 @group(0) @binding(2) var<storage, read_write> c: array<TC>;
@@ -62,8 +63,8 @@ fn main(@builtin(workgroup_id) wg: vec3u, @builtin(subgroup_invocation_id) sl: u
         let n = n0 + 4u * g + s;
         if (n >= p.N) { break; }
         var v = acc[r][g][s];
-        if (HAS_BIAS) { v += f32(bias[n]); }
-        c[cItem + m * p.N + n] = TC(activate(v, ACT, p.alpha));
+        if (p.hasBias != 0u) { v += f32(bias[n]); }
+        c[cItem + m * p.N + n] = TC(activate(v, p.act, p.alpha));
       }
     }
   }

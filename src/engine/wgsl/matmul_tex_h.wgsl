@@ -3,12 +3,12 @@ enable subgroups;
 // textures of 8 f16 values per texel (to_texture_h.wgsl), which halves the fetches per value
 // (×1.1–1.3 over f32 texels in ../shared/design/lavapipe-kernels.md); f32 accumulation. Each
 // k step unpacks a pair: even and odd k of the 16 columns. Same Params (K4 counts texels, of 8
-// values here), dispatch and defines.
+// values here), dispatch and uniform epilogue.
 //!include activations.wgsl
 
 const R = 8u;
 const G = 4u;
-struct Params { M: u32, N: u32, K4: u32, wItemRows: u32, cBase: u32, cItem: u32, alpha: f32 }
+struct Params { M: u32, N: u32, K4: u32, wItemRows: u32, cBase: u32, cItem: u32, alpha: f32, hasBias: u32, act: u32 }
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read> bias: array<TBias>;
 @group(0) @binding(2) var<storage, read_write> c: array<TC>;
@@ -66,8 +66,8 @@ fn main(@builtin(workgroup_id) wg: vec3u, @builtin(subgroup_invocation_id) sl: u
         let n = n0 + 4u * g + s;
         if (n >= p.N) { break; }
         var v = acc[r][g][s];
-        if (HAS_BIAS) { v += f32(bias[n]); }
-        c[cItem + m * p.N + n] = TC(activate(v, ACT, p.alpha));
+        if (p.hasBias != 0u) { v += f32(bias[n]); }
+        c[cItem + m * p.N + n] = TC(activate(v, p.act, p.alpha));
       }
     }
   }
