@@ -187,4 +187,14 @@ describe('dr doctor', () => {
     expect(forced.stdout).toMatch(/^kernels +gpu \(DR_KERNELS=gpu\)$/m);
     expectUserError(await runDr(['doctor'], { env: { ...process.env, DR_KERNELS: 'fast' } }), 'DR_KERNELS=fast: expected cpu or gpu');
   });
+
+  it('says whether f16 products use subgroup matrices; DR_SUBGROUP_MATRIX=0 keeps them off', async () => {
+    const forced = await runDr(['doctor'], { env: { ...process.env, DR_KERNELS: 'gpu' } });
+    expect(forced.stdout).toMatch(/^matrix units +(f16 matmuls on|no subgroup matrices|no f16→f32|4 subgroups)/m);
+    const off = await runDr(['doctor', '--json'], { env: { ...process.env, DR_SUBGROUP_MATRIX: '0' } });
+    const info = JSON.parse(off.stdout);
+    expect(info.subgroupMatrixConfigs).toEqual([]);
+    expect(info.features).not.toContain('chromium-experimental-subgroup-matrix');
+    expect(info.kernels.matrix.tile).toBe(0);
+  });
 });
