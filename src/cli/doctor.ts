@@ -22,7 +22,7 @@ Exits non-zero and prints the fix when no adapter is found. Environment:
         if (opts.list) return listAdapters(!!opts.json);
         const gpu = await getGpu();
         const { info } = gpu;
-        const kernels = chooseKernels(adapterTraits(gpu));
+        const kernels = chooseKernels(adapterTraits(gpu), process.env.DR_KERNELS);
         if (opts.json) {
           process.stdout.write(`${JSON.stringify({ ...info, kernels }, null, 2)}\n`);
           return;

@@ -121,7 +121,7 @@ export class Engine {
     this.maxBinding = Math.min(device.limits.maxStorageBufferBindingSize, opts.maxBindingBytes ?? Infinity);
     this.pool = new BufferPool(device);
     this.texturePool = new TexturePool(device, (bytes) => this.pool.countTextures(bytes));
-    this.kernels = chooseKernels(adapterTraits(gpu));
+    this.kernels = chooseKernels(adapterTraits(gpu), process.env.DR_KERNELS);
     const profile = process.env.DR_PROFILE;
     if (profile || opts.profile) {
       if (!gpu.hasTimestamps) throw new DrError(`DR_PROFILE: this adapter has no timestamp-query feature to time kernels with`);

@@ -82,7 +82,8 @@ export function useSubgroupMatrix(k: KernelChoice, s: { M: number; N: number; K:
   return k.path === 'gpu' && tile > 0 && s.a === 'f16' && s.b === 'f16' && s.M >= tile && s.N >= tile && s.K >= tile;
 }
 
-export function chooseKernels(t: AdapterTraits, override = process.env.DR_KERNELS): KernelChoice {
+/** `override` is DR_KERNELS (the engine passes it; tests pass their own, undefined meaning unset). */
+export function chooseKernels(t: AdapterTraits, override: string | undefined): KernelChoice {
   const matrix = matrixChoice(t);
   const cpuCapable = t.hasSubgroups && t.subgroupMinSize >= 8;
   const lanes = t.hasSubgroups ? `subgroups of ${t.subgroupMinSize}+ lanes` : 'no subgroups';
