@@ -4,6 +4,7 @@
 // and each kernel family's share of the summed GPU time (on lavapipe the CPU clock) and, per kernel,
 // its variants (defines). The kernel path is the adapter's, or DR_KERNELS.
 import { writeFileSync } from 'node:fs';
+import os from 'node:os';
 import path from 'node:path';
 import { Engine } from '../src/engine/engine.js';
 import type { ProfileRow } from '../src/engine/profiler.js';
@@ -34,7 +35,7 @@ const FAMILIES: [RegExp, string][] = [
   [/^binary$/, 'binary elementwise'],
   [/^unary/, 'unary elementwise'],
   [/^geglu/, 'geglu'],
-  [/^(copy_strided|add_into)$/, 'copies (permute, concat, upsample)'],
+  [/^(copy_strided|add_into|upsample_nearest2x)$/, 'copies (permute, concat, upsample)'],
   [/^softmax$/, 'softmax'],
 ];
 const familyOf = (kernel: string): string => FAMILIES.find(([re]) => re.test(kernel))?.[1] ?? 'other';
@@ -74,8 +75,12 @@ async function main(): Promise<void> {
   await profiler.settle();
   profiler.reset();
   const t0 = performance.now();
+  const c0 = process.cpuUsage();
   for (let i = 0; i < steps; i++) await e.read(e.tidy(() => e.keep(step() as never)));
   const wall = (performance.now() - t0) / steps;
+  const used = process.cpuUsage(c0);
+  // CPU-normalised: process CPU time (llvmpipe's threads included) ÷ cores, steady when other jobs take cores.
+  const cpuNorm = (used.user + used.system) / 1e3 / os.cpus().length / steps;
   await profiler.settle();
   const { kernels, variants } = profiler.rows();
   const total = kernels.reduce((s, k) => s + k.ms, 0);
@@ -89,7 +94,7 @@ async function main(): Promise<void> {
   }
   const line = (r: ProfileRow): string =>
     `${r.kernel.padEnd(40)} ${(r.ms / steps).toFixed(1).padStart(9)} ms ${(100 * r.ms / total).toFixed(1).padStart(5)} % ${String(r.calls / steps).padStart(6)} calls`;
-  console.log(`${what}, ${dtype}, kernel path ${e.kernels.path}: ${wall.toFixed(0)} ms wall, ${(total / steps).toFixed(0)} ms GPU per call (${steps} calls)`);
+  console.log(`${what}, ${dtype}, kernel path ${e.kernels.path}: ${wall.toFixed(0)} ms wall, ${cpuNorm.toFixed(0)} ms CPU-normalised, ${(total / steps).toFixed(0)} ms GPU per call (${steps} calls; profiling adds a pass per dispatch)`);
   console.log('\nby family:');
   for (const r of [...families.values()].sort((a, b) => b.ms - a.ms)) console.log(line(r));
   console.log('\nby kernel:');
@@ -97,7 +102,7 @@ async function main(): Promise<void> {
   console.log('\nby kernel and defines (top 25):');
   for (const r of variants.slice(0, 25)) console.log(line(r));
   const json = opt('--json', '');
-  if (json) writeFileSync(json, JSON.stringify({ what, dtype, path: e.kernels.path, steps, wallMs: wall, families: [...families.values()], kernels, variants }, null, 2) + '\n');
+  if (json) writeFileSync(json, JSON.stringify({ what, dtype, path: e.kernels.path, steps, wallMs: wall, cpuNormMs: cpuNorm, families: [...families.values()], kernels, variants }, null, 2) + '\n');
 }
 
 main().then(() => process.exit(0), (err: unknown) => {

@@ -6,7 +6,7 @@ import { beforeAll, describe, expect, it } from 'vitest';
 import { Engine } from '../src/engine/engine.js';
 import { expandIncludes, parseInterface } from '../src/engine/kernel_source.js';
 import { cast } from '../src/engine/ops/copy.js';
-import { relu, rsqrt, sqrt } from '../src/engine/ops/elementwise.js';
+import { add, relu, rsqrt, scale, silu, sqrt } from '../src/engine/ops/elementwise.js';
 import { elementwiseGrid } from '../src/engine/ops/common.js';
 import { REPO, expectClose, rand } from './helpers.js';
 
@@ -76,6 +76,23 @@ describe('kernel interface', () => {
   });
 });
 
+describe('kernel profiler (DR_PROFILE)', () => {
+  it('times every dispatch and sums them per kernel and per kernel with its defines', async () => {
+    const p = await Engine.create({ profile: true });
+    const x = p.upload(rand(5000, 3), [5000]);
+    const y = p.tidy(() => p.keep(add(p, silu(p, x), scale(p, x, 2))));
+    await p.read(y);
+    await p.profiler!.settle();
+    const { kernels, variants, unread } = p.profiler!.rows();
+    expect(unread).toBe(0);
+    expect(kernels.map((k) => [k.kernel, k.calls]).sort()).toEqual([['binary', 1], ['unary', 2]]);
+    expect(variants.map((k) => [k.kernel, k.calls]).sort()).toEqual([['binary|RANK=1', 1], ['unary|', 2]]);
+    for (const k of kernels) expect(k.ms).toBeGreaterThan(0);
+    p.profiler!.reset();
+    expect(p.profiler!.rows().kernels).toEqual([]);
+  });
+});
+
 describe('dispatch by name', () => {
   const n = 300;
   const a = rand(n, 1);
@@ -90,14 +107,14 @@ describe('dispatch by name', () => {
     const [ta, tb] = [e.upload(a, [n]), e.upload(b, [n])];
     const out = e.empty([n]);
     // op 1 is a − b: binding b first must not swap the operands.
-    e.run({ kernel: 'binary', bindings: { out, b: tb, a: ta }, params: binaryParams(n), workgroups: elementwiseGrid(n).workgroups });
+    e.run({ kernel: 'binary', bindings: { out, b: tb, a: ta }, defines: { RANK: 1 }, params: binaryParams(n), workgroups: elementwiseGrid(n).workgroups });
     expect(Array.from(await e.read(out))).toEqual(Array.from(a, (v, i) => Math.fround(v - b[i])));
   });
 
   it('a missing, misnamed or extra binding, or a wrong dtype for a typed binding, is an Error naming kernel and binding', () => {
     const [ta, tb, out] = [e.upload(a, [n]), e.upload(b, [n]), e.empty([n])];
     const run = (bindings: Record<string, typeof ta>) => () =>
-      e.run({ kernel: 'binary', bindings, params: binaryParams(n), workgroups: [1] });
+      e.run({ kernel: 'binary', bindings, defines: { RANK: 1 }, params: binaryParams(n), workgroups: [1] });
     expect(run({ a: ta, out })).toThrow('binary: binding b missing (the kernel binds a, b, out)');
     expect(run({ A: ta, b: tb, out })).toThrow('binary: binding a missing');
     expect(run({ a: ta, b: tb, out, c: tb })).toThrow('binary: no binding named c');
@@ -111,7 +128,7 @@ describe('dispatch by name', () => {
   it('a missing, extra or ill-typed uniform is an Error naming kernel and field', () => {
     const [ta, tb, out] = [e.upload(a, [n]), e.upload(b, [n]), e.empty([n])];
     const run = (params: Record<string, number | number[]>) => () =>
-      e.run({ kernel: 'binary', bindings: { a: ta, b: tb, out }, params, workgroups: [1] });
+      e.run({ kernel: 'binary', bindings: { a: ta, b: tb, out }, defines: { RANK: 1 }, params, workgroups: [1] });
     const noGroups: Record<string, number | number[]> = binaryParams(n);
     delete noGroups.groupsX;
     expect(run(noGroups)).toThrow('binary: param groupsX missing');

@@ -88,6 +88,7 @@ describe('group norm backward', () => {
     [2, 6, 7, 2, true],
     [3, 6, 5, 3, false],
     [1, 4, 150, 1, true],
+    [2, 15, 70, 5, true], // channels not a multiple of 4, channels longer than the 64 or 8 threads
   ] as const)('N %i C %i S %i groups %i silu %s: finite differences', async (N, C, S, G, withSilu) => {
     const eps = 1e-5;
     const act = withSilu ? siluRef : undefined;

@@ -11,6 +11,7 @@ import { groupNorm, l2Normalize, layerNorm, softmax } from '../src/engine/ops/no
 import { add, div, geglu, gelu, leakyRelu, mean, mul, quickGelu, scale, sigmoid, silu, sub } from '../src/engine/ops/elementwise.js';
 import { cast, concat, expand, permute, slice, upsampleNearest2x } from '../src/engine/ops/copy.js';
 import { gather } from '../src/engine/ops/gather.js';
+import { collapseAxes } from '../src/engine/ops/common.js';
 import { TileBlender, crop, planTiles } from '../src/engine/ops/eval/tiles.js';
 import { f32ToF16Bits, f16ToF32 } from '../src/engine/half.js';
 import { absMax, expectClose, rand } from './helpers.js';
@@ -130,7 +131,8 @@ describe('normalisation', () => {
     expectClose(got, layerNormRef(x, D, g, b, 1e-5));
   });
 
-  it.each([[2, 6, 35, 3, false], [1, 32, 64, 8, true], [3, 4, 1, 2, true]] as const)(
+  // [2, 15, 70, 5]: channels not a multiple of 4, 3 channels a group, rows longer than a workgroup (64 and 8 threads).
+  it.each([[2, 6, 35, 3, false], [1, 32, 64, 8, true], [3, 4, 1, 2, true], [2, 15, 70, 5, true], [1, 9, 3, 9, false]] as const)(
     'groupNorm N %i C %i S %i groups %i silu %s', async (N, C, S, G, withSilu) => {
       const x = rand(N * C * S, 20, 2);
       const g = rand(C, 21);
@@ -192,6 +194,27 @@ describe('elementwise', () => {
     expectClose(got, Array.from({ length: 12 }, (_, i) => c[Math.floor(i / 3)] + d[i % 3]));
   });
 
+  // The looping kernels take LOOP_ELEMENTS (2048) values a workgroup: several workgroups and a partial last one.
+  it('add/mul over several workgroups: same shape, and broadcasts that merge to 2 or 4 axes', async () => {
+    const [A, B, C, D] = [3, 5, 14, 11];
+    const a = rand(A * B * C * D, 42);
+    const b = rand(B * D, 43);
+    const c = rand(A * B * C * D, 44);
+    const ta = e.upload(a, [A, B, C, D]);
+    // [A, B, C, D] · [B, 1, D]: the broadcast axes alternate, nothing merges.
+    expectClose(await e.read(mul(e, ta, e.upload(b, [B, 1, D]))),
+      Array.from(a, (v, i) => v * b[(Math.floor(i / (C * D)) % B) * D + (i % D)]));
+    expectClose(await e.read(add(e, ta, e.upload(c, [A, B, C, D]))), Array.from(a, (v, i) => v + c[i]));
+    // [A, B, C·D] + [A, B, 1]: one bias per (item, channel), as a timestep embedding.
+    const t = rand(A * B, 45);
+    expectClose(await e.read(add(e, ta.reshape([A, B, C * D]), e.upload(t, [A, B, 1]))), Array.from(a, (v, i) => v + t[Math.floor(i / (C * D))]));
+  });
+
+  it('unary over several workgroups', async () => {
+    const x2 = rand(5003, 46, 4);
+    expectClose(await e.read(silu(e, e.upload(x2, [5003]))), Array.from(x2, siluRef), 1e-5, 1e-6);
+  });
+
   it('mean over an inner axis', async () => {
     const [o, R, i] = [3, 7, 5];
     const x2 = rand(o * R * i, 30);
@@ -220,6 +243,29 @@ describe('layout', () => {
     expect(Array.from(await e.read(p))).toEqual([0, 1, 2, 3].flatMap((k) => [0, 1].flatMap((i) => [0, 1, 2].map((j) => at(i, j, k)))));
     const ex = expand(e, e.upload(x.subarray(0, 4), [1, 4]), [3, 2, 4]);
     expect(Array.from(await e.read(ex))).toEqual(Array.from({ length: 24 }, (_, i) => x[i % 4]));
+  });
+
+  it('collapseAxes merges what every view walks as one axis and drops size-1 axes', () => {
+    // Contiguous and a [C] bias broadcast over [N, C, H·W]: N merges with nothing, H and W merge.
+    expect(collapseAxes([2, 3, 4, 5], [[60, 20, 5, 1], [0, 1, 0, 0]])).toEqual({ shape: [2, 3, 20], strides: [[60, 20, 1], [0, 1, 0]] });
+    expect(collapseAxes([2, 3, 4], [[12, 4, 1], [12, 4, 1]])).toEqual({ shape: [24], strides: [[1], [1]] });
+    expect(collapseAxes([1, 6, 1], [[6, 1, 1], [0, 0, 0]])).toEqual({ shape: [6], strides: [[1], [0]] });
+    expect(collapseAxes([1, 1], [[1, 1]])).toEqual({ shape: [1], strides: [[0]] });
+    // A transpose merges nothing.
+    expect(collapseAxes([3, 4], [[1, 3], [4, 1]])).toEqual({ shape: [3, 4], strides: [[1, 3], [4, 1]] });
+  });
+
+  it('permute and slice over several workgroups', async () => {
+    const [A, B, C] = [3, 70, 23];
+    const y = rand(A * B * C, 47);
+    const t = e.upload(y, [A, B, C]);
+    const p = await e.read(permute(e, t, [2, 0, 1]));
+    expect(Array.from(p)).toEqual(Array.from({ length: A * B * C }, (_, i) => {
+      const [k, rest] = [Math.floor(i / (A * B)), i % (A * B)];
+      return y[(Math.floor(rest / B) * B + (rest % B)) * C + k];
+    }));
+    const s = await e.read(slice(e, t, 1, 5, 69));
+    expect(Array.from(s)).toEqual(Array.from({ length: A * 64 * C }, (_, i) => y[(Math.floor(i / (64 * C)) * B + 5 + Math.floor(i / C) % 64) * C + (i % C)]));
   });
 
   it('cast f32 → f16 → f32 rounds to nearest half', async () => {
@@ -264,8 +310,8 @@ describe('engine', () => {
 });
 
 describe('diffusion helpers', () => {
-  it('geglu: hidden · gelu(gate) on an odd width', async () => {
-    const [rows, F] = [7, 45];
+  // F = 150: rows longer than the 64 threads that loop over them.
+  it.each([[7, 45], [3, 150]])('geglu: hidden · gelu(gate), %i rows of odd width %i', async (rows, F) => {
     const x = rand(rows * 2 * F, 40, 3);
     const ref = Array.from({ length: rows * F }, (_, i) => {
       const r = Math.floor(i / F);
@@ -275,8 +321,8 @@ describe('diffusion helpers', () => {
     expectClose(await e.read(geglu(e, e.upload(x, [rows, 2 * F]))), ref, 1e-5, 1e-6);
   });
 
-  it('upsampleNearest2x repeats each pixel into a 2×2 block', async () => {
-    const [N, C, H, W] = [2, 3, 3, 5];
+  // W = 70: rows longer than the 64 threads that loop over them.
+  it.each([[2, 3, 3, 5], [1, 2, 3, 70]])('upsampleNearest2x repeats each pixel into a 2×2 block: [%i, %i, %i, %i]', async (N, C, H, W) => {
     const x = rand(N * C * H * W, 41);
     const got = upsampleNearest2x(e, e.upload(x, [N, C, H, W]));
     expect(got.shape).toEqual([N, C, 2 * H, 2 * W]);

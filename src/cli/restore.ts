@@ -268,6 +268,8 @@ interface ImageResult {
   phasesCpu: Record<string, number>;
   /** Peak GPU memory held by dr so far (weights + activations), bytes. */
   peakGpuBytes: number;
+  /** Bytes of weights, pooled activation buffers and activation textures at that peak. */
+  peakGpuSplit: { weights: number; buffers: number; textures: number };
   /** Distinct compute pipelines built so far in this run, and seconds spent building them (the shader compile). */
   pipelines: number;
   pipelineSeconds: number;
@@ -362,7 +364,7 @@ async function restoreAll(todo: { input: string; output: string }[], opts: Resto
     const detected = scores.filter((d) => d.probability >= s.threshold).sort((a, b) => b.probability - a.probability);
     const r: ImageResult = {
       ...job, width: img.width, height: img.height, seconds: (performance.now() - started) / 1000,
-      phases: phases.wall, phasesCpu: phases.cpu, peakGpuBytes: e.pool.stats.peakBytes,
+      phases: phases.wall, phasesCpu: phases.cpu, peakGpuBytes: e.pool.stats.peakBytes, peakGpuSplit: e.pool.peakSplit,
       pipelines: e.counters.pipelines, pipelineSeconds: e.counters.pipelineMs / 1000,
       detected: detected.map((d) => d.name), scores,
     };

@@ -288,6 +288,13 @@ export class Engine {
     return t;
   }
 
+  /** Frees the pooled buffers and activation textures waiting for reuse (between phases or models). */
+  trimPools(): void {
+    this.flush(); // a recorded dispatch may still bind one of them
+    this.pool.trim();
+    this.texturePool.trim();
+  }
+
   /** Returns a pooled tensor's buffer to the pool (views release nothing). */
   release(t: Tensor): void {
     if (!t.pooled || t.released) return;

@@ -13,6 +13,8 @@ export class BufferPool {
   private textureBytes = 0;
   inUseBytes = 0;
   peakBytes = 0;
+  /** What the peak was made of: weights, pooled activation buffers, pooled activation textures. */
+  peakSplit = { weights: 0, buffers: 0, textures: 0 };
 
   constructor(private readonly device: GPUDevice) {}
 
@@ -77,7 +79,9 @@ export class BufferPool {
   }
 
   private notePeak(): void {
-    this.peakBytes = Math.max(this.peakBytes, this.totalBytes);
+    if (this.totalBytes <= this.peakBytes) return;
+    this.peakBytes = this.totalBytes;
+    this.peakSplit = { weights: this.weightBytes, buffers: this.pooledBytes, textures: this.textureBytes };
   }
 }
 

@@ -23,5 +23,8 @@ export class PhaseTimer {
     this.cpuSeconds[phase] = (this.cpuSeconds[phase] ?? 0) + (cpu.user + cpu.system - this.lastCpu.user - this.lastCpu.system) / 1e6;
     this.last = now;
     this.lastCpu = cpu;
+    // The next phase runs other models at other sizes: free what this one pooled, so the peak is
+    // the largest phase's working set, not the sum of every phase's size classes.
+    this.e.trimPools();
   }
 }

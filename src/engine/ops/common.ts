@@ -1,5 +1,6 @@
 import type { Engine } from '../engine.js';
 import { grid } from '../engine.js';
+import type { KernelPath } from '../kernels.js';
 import type { Tensor } from '../tensor.js';
 
 export const MAX_DIMS = 8;
@@ -38,14 +39,53 @@ export function pad8(shape: readonly number[], strides: readonly number[]): { sh
   return { shape: [...Array(k).fill(1), ...shape], strides: [...Array(k).fill(0), ...strides] };
 }
 
-/** Params for kernels with one thread per element in 256-wide workgroups. */
-export function elementwiseGrid(n: number): { workgroups: [number, number]; groupsX: number } {
-  const workgroups = grid(Math.ceil(n / 256));
+/**
+ * Drops size-1 axes and merges each axis into the one before it where every stride set walks the
+ * pair as one axis (outer stride = inner stride · inner size; broadcast axes of stride 0 merge
+ * too), so the index kernels divide once per remaining axis: a same-shape add has one axis.
+ */
+export function collapseAxes(shape: readonly number[], strides: readonly (readonly number[])[]): { shape: number[]; strides: number[][] } {
+  const out: number[] = [];
+  const outStrides: number[][] = strides.map(() => []);
+  shape.forEach((size, i) => {
+    if (size === 1) return;
+    const last = out.length - 1;
+    if (last >= 0 && strides.every((s, k) => outStrides[k][last] === s[i] * size)) {
+      out[last] *= size;
+      strides.forEach((s, k) => (outStrides[k][last] = s[i]));
+    } else {
+      out.push(size);
+      strides.forEach((s, k) => outStrides[k].push(s[i]));
+    }
+  });
+  if (!out.length) return { shape: [1], strides: strides.map(() => [0]) };
+  return { shape: out, strides: outStrides };
+}
+
+/**
+ * Params for elementwise kernels: one thread per element in 256-wide workgroups, or `perGroup`
+ * elements a workgroup for those that loop (LOOP_ELEMENTS).
+ */
+export function elementwiseGrid(n: number, perGroup = 256): { workgroups: [number, number]; groupsX: number } {
+  const workgroups = grid(Math.ceil(n / perGroup));
   return { workgroups, groupsX: workgroups[0] };
 }
 
-/** Workgroup size for row reductions: rows this short waste most of a 256 group. */
-export function rowWorkgroup(D: number): number {
+/**
+ * Elements per workgroup of the looping elementwise kernels (64 threads × 32 elements, at stride 64
+ * so that a GPU's loads stay coalesced). lavapipe pays about 20 integer divisions per 8-lane chunk
+ * just to start invocations: with one element each, y = 2x took 7–18 ns an element, with 32–64 in
+ * a loop 1–2 ns (docs/benchmarks.md, "Elementwise and norm kernels").
+ */
+export const LOOP_ELEMENTS = 64 * 32;
+
+/**
+ * Workgroup size for row reductions. GPUs: rows this short waste most of a 256 group. The CPU path
+ * (kernels.ts): 8, one SIMD chunk, so each lane loops over many values and the reduction tree is
+ * 3 steps (a 64–256 group of one row or group was 2–8× slower on lavapipe).
+ */
+export function rowWorkgroup(D: number, path: KernelPath): number {
+  if (path === 'cpu') return 8;
   return D >= 1024 ? 256 : D >= 256 ? 128 : 64;
 }
 
@@ -62,5 +102,5 @@ export function runRows(
   value: { eps: number } | { scale: number },
 ): void {
   const workgroups = grid(rows);
-  e.run({ kernel, bindings, params: { rows, D, ...value, groupsX: workgroups[0] }, defines: { WG: rowWorkgroup(D) }, workgroups });
+  e.run({ kernel, bindings, params: { rows, D, ...value, groupsX: workgroups[0] }, defines: { WG: rowWorkgroup(D, e.kernels.path) }, workgroups });
 }

@@ -1,6 +1,7 @@
 import type { Engine } from '../engine.js';
+import { grid } from '../engine.js';
 import { numel, type DType, type Tensor } from '../tensor.js';
-import { assertShape, elementwiseGrid, pad8, stridesOf } from './common.js';
+import { LOOP_ELEMENTS, assertShape, collapseAxes, elementwiseGrid, pad8, stridesOf } from './common.js';
 import { sumTo } from './elementwise.js';
 
 interface StridedView {
@@ -13,12 +14,14 @@ interface StridedView {
 function copyInto(e: Engine, src: Tensor, from: StridedView, dst: Tensor, to: StridedView): void {
   const n = numel(from.shape);
   if (n === 0) return;
-  const s = pad8(from.shape, from.strides);
-  const d = pad8(to.shape, to.strides);
-  const { workgroups, groupsX } = elementwiseGrid(n);
+  const axes = collapseAxes(from.shape, [from.strides, to.strides]);
+  const s = pad8(axes.shape, axes.strides[0]);
+  const d = pad8(axes.shape, axes.strides[1]);
+  const { workgroups, groupsX } = elementwiseGrid(n, LOOP_ELEMENTS);
   e.run({
     kernel: 'copy_strided',
     bindings: { src, dst },
+    defines: { RANK: axes.shape.length },
     params: { shape: s.shape, srcStride: s.strides, dstStride: d.strides, n, srcOff: from.offset, dstOff: to.offset, groupsX },
     workgroups,
   });
@@ -129,14 +132,13 @@ export function cast(e: Engine, x: Tensor, dtype: DType): Tensor {
   return out;
 }
 
-/** Nearest-neighbour ×2 upsampling of [N, C, H, W] (a broadcast copy: no kernel of its own). */
+/** Nearest-neighbour ×2 upsampling of [N, C, H, W] (upsample_nearest2x.wgsl). */
 export function upsampleNearest2x(e: Engine, x: Tensor): Tensor {
   assertShape('upsampleNearest2x', x.shape.length === 4, `need [N, C, H, W], got ${x}`);
   const [N, C, H, W] = x.shape;
   const out = e.empty([N, C, 2 * H, 2 * W], x.dtype);
-  // out viewed as [N·C, H, 2, W, 2]; the two size-2 axes read the same source pixel.
-  const shape = [N * C, H, 2, W, 2];
-  copyInto(e, x, { shape, strides: [H * W, W, 0, 1, 0], offset: 0 }, out, contiguous(shape));
+  const workgroups = grid(N * C * H);
+  e.run({ kernel: 'upsample_nearest2x', bindings: { x, y: out }, params: { rows: N * C * H, W, groupsX: workgroups[0] }, workgroups });
   e.record('upsampleNearest2x', [x], out, [], (dy) => [upsampleNearest2xBackward(e, dy)]);
   return out;
 }

@@ -1,12 +1,12 @@
 import type { Engine } from '../engine.js';
 import { grid } from '../engine.js';
 import { numel, type Tensor } from '../tensor.js';
-import { ACT, assertShape, elementwiseGrid, pad8, rowWorkgroup, stridesOf, type Activation } from './common.js';
+import { ACT, LOOP_ELEMENTS, assertShape, collapseAxes, elementwiseGrid, pad8, rowWorkgroup, stridesOf, type Activation } from './common.js';
 
 /** y = act(x) · scale + shift. */
 export function unary(e: Engine, x: Tensor, act: Activation, opts: { alpha?: number; scale?: number; shift?: number } = {}): Tensor {
   const y = e.empty(x.shape, x.dtype);
-  const { workgroups, groupsX } = elementwiseGrid(x.size);
+  const { workgroups, groupsX } = elementwiseGrid(x.size, LOOP_ELEMENTS);
   e.run({
     kernel: 'unary',
     bindings: { x, y },
@@ -71,12 +71,15 @@ export function broadcast(a: readonly number[], b: readonly number[]): { shape: 
 function binary(e: Engine, op: keyof typeof BINARY_OPS, a: Tensor, b: Tensor): Tensor {
   const { shape, sa, sb } = broadcast(a.shape, b.shape);
   const out = e.empty(shape, a.dtype);
-  const A = pad8(shape, sa);
-  const B = pad8(shape, sb);
-  const { workgroups, groupsX } = elementwiseGrid(out.size);
+  // RANK is a define: with it the index loop unrolls to exactly its divisions (1–4 pipelines in practice).
+  const axes = collapseAxes(shape, [sa, sb]);
+  const A = pad8(axes.shape, axes.strides[0]);
+  const B = pad8(axes.shape, axes.strides[1]);
+  const { workgroups, groupsX } = elementwiseGrid(out.size, LOOP_ELEMENTS);
   e.run({
     kernel: 'binary',
     bindings: { a, b, out },
+    defines: { RANK: axes.shape.length },
     params: { shape: A.shape, strideA: A.strides, strideB: B.strides, n: out.size, groupsX, op: BINARY_OPS[op] },
     workgroups,
   });
@@ -156,7 +159,7 @@ export function sumTo(e: Engine, t: Tensor, shape: readonly number[]): Tensor {
   const y = e.empty(shape, t.dtype);
   // Long sums get a workgroup each; short ones (an upsampling's 2×2 blocks) a thread each.
   const split = R >= 64;
-  const WG = split ? rowWorkgroup(R) : 256;
+  const WG = split ? rowWorkgroup(R, e.kernels.path) : 256;
   const workgroups = grid(split ? nOut : Math.ceil(nOut / WG));
   e.run({
     kernel: 'sum_to',
@@ -193,7 +196,8 @@ export function geglu(e: Engine, x: Tensor): Tensor {
   const F = F2 / 2;
   const rows = x.size / F2;
   const y = e.empty([...x.shape.slice(0, -1), F], x.dtype);
-  const { workgroups, groupsX } = elementwiseGrid(rows * F);
+  const workgroups = grid(rows);
+  const groupsX = workgroups[0];
   e.run({ kernel: 'geglu', bindings: { x, y }, params: { rows, F, groupsX }, workgroups });
   e.record('geglu', [x], y, [x], (dy) => [gegluBackward(e, x, dy)]);
   return y;
@@ -206,7 +210,8 @@ export function gegluBackward(e: Engine, x: Tensor, dy: Tensor): Tensor {
   const F = F2 / 2;
   const rows = x.size / F2;
   const dx = e.empty(x.shape, dy.dtype);
-  const { workgroups, groupsX } = elementwiseGrid(x.size);
+  const workgroups = grid(rows);
+  const groupsX = workgroups[0];
   e.run({ kernel: 'geglu_back', bindings: { x, dy, dx }, params: { rows, F, groupsX }, workgroups });
   return dx;
 }

@@ -20,7 +20,7 @@ export function layerNorm(e: Engine, x: Tensor, weight: Tensor, bias: Tensor, ep
   e.run({
     kernel: 'layer_norm',
     bindings: { x, gamma: weight, beta: bias, y, stats: saved },
-    defines: { WG: rowWorkgroup(D) },
+    defines: { WG: rowWorkgroup(D, e.kernels.path) },
     params: { rows, D, eps, groupsX: workgroups[0] },
     workgroups,
   });
@@ -55,7 +55,7 @@ export function groupNorm(
   e.run({
     kernel: 'group_norm',
     bindings: { x, gamma: weight, beta: bias, y, stats: saved },
-    defines: { WG: rowWorkgroup((C / groups) * S) },
+    defines: { WG: rowWorkgroup((C / groups) * S, e.kernels.path) },
     params: { C, S, groups, eps, act: ACT[act] },
     workgroups: [groups, N],
   });
@@ -116,7 +116,7 @@ export function layerNormBackward(e: Engine, x: Tensor, weight: Tensor, stats: T
     e.run({
       kernel: 'layer_norm_back',
       bindings: { x, gamma: weight, stats, dy, dx: grads.dx },
-      defines: { WG: rowWorkgroup(D) },
+      defines: { WG: rowWorkgroup(D, e.kernels.path) },
       params: { rows, D, groupsX: workgroups[0] },
       workgroups,
     });
@@ -127,7 +127,7 @@ export function layerNormBackward(e: Engine, x: Tensor, weight: Tensor, stats: T
     e.run({
       kernel: 'layer_norm_back_affine',
       bindings: { x, stats, dy, dgamma, dbeta },
-      defines: { WG: rowWorkgroup(rows) },
+      defines: { WG: rowWorkgroup(rows, e.kernels.path) },
       params: { rows, D },
       workgroups: [D],
     });
@@ -158,7 +158,7 @@ export function groupNormBackward(
     e.run({
       kernel: 'group_norm_back',
       bindings: { ...inputs, dx: grads.dx },
-      defines: { WG: rowWorkgroup((C / groups) * S), ACT: ACT[act] },
+      defines: { WG: rowWorkgroup((C / groups) * S, e.kernels.path), ACT: ACT[act] },
       params: { C, S, groups },
       workgroups: [groups, N],
     });
@@ -169,7 +169,7 @@ export function groupNormBackward(
     e.run({
       kernel: 'group_norm_back_affine',
       bindings: { ...inputs, dgamma, dbeta },
-      defines: { WG: rowWorkgroup(N * S), ACT: ACT[act] },
+      defines: { WG: rowWorkgroup(N * S, e.kernels.path), ACT: ACT[act] },
       params: { N, C, S, groups },
       workgroups: [C],
     });

@@ -1,7 +1,9 @@
 // GroupNorm on [N, C, S] (S = H·W): one workgroup per (item, group), two-pass f32
 // statistics over the group's C/G·S values, per-channel affine, optional fused
 // activation (SiLU in SD's resnets). Each group's mean and 1/std go to stats
-// [N, groups, 2] for the backward. Define: WG. The activation code is a uniform: one pipeline
+// [N, groups, 2] for the backward. The output pass walks channel by channel, so no
+// value pays an integer division for its channel (one per value cost lavapipe more
+// than the loads). Define: WG. The activation code is a uniform: one pipeline
 // per workgroup size serves every epilogue.
 //!include reduce.wgsl
 //!include activations.wgsl
@@ -30,9 +32,10 @@ fn main(@builtin(workgroup_id) wg: vec3u, @builtin(local_invocation_index) lid: 
     stats[(n * p.groups + g) * 2u] = TStats(mean);
     stats[(n * p.groups + g) * 2u + 1u] = TStats(rstd);
   }
-  for (var i = lid; i < count; i += WG) {
-    let c = g * cpg + i / p.S;
-    let v = (f32(x[base + i]) - mean) * rstd * f32(gamma[c]) + f32(beta[c]);
-    y[base + i] = TY(activate(v, p.act, 0.0));
+  for (var c = g * cpg; c < (g + 1u) * cpg; c++) {
+    let scale = rstd * f32(gamma[c]);
+    let shift = f32(beta[c]);
+    let at = (n * p.C + c) * p.S;
+    for (var s = lid; s < p.S; s += WG) { y[at + s] = TY(activate((f32(x[at + s]) - mean) * scale + shift, p.act, 0.0)); }
   }
 }

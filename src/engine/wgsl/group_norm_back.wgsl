@@ -1,7 +1,8 @@
 // GroupNorm (+ fused activation) backward, dx: one workgroup per (group, item) as in
 // the forward, whose per-group mean and 1/std (stats [N, groups, 2]) it reuses. With
 // x̂ = (x − mean)·rstd, z = x̂·γ + β and g = dy·act'(z)·γ (the gradient w.r.t. x̂),
-// dx = rstd·(g − mean(g) − x̂·mean(g·x̂)) over the group. Defines: WG, ACT.
+// dx = rstd·(g − mean(g) − x̂·mean(g·x̂)) over the group. Both passes walk channel by
+// channel (no integer division per value), as the forward. Defines: WG, ACT.
 //!include reduce.wgsl
 //!include activations.wgsl
 //!include activations_back.wgsl
@@ -25,19 +26,27 @@ fn main(@builtin(workgroup_id) wg: vec3u, @builtin(local_invocation_index) lid: 
   let rstd = f32(stats[(n * p.groups + g) * 2u + 1u]);
   var sg = 0.0;
   var sgx = 0.0;
-  for (var i = lid; i < count; i += WG) {
-    let c = g * cpg + i / p.S;
-    let xhat = (f32(x[base + i]) - mean) * rstd;
-    let gv = f32(dy[base + i]) * activate_grad(xhat * f32(gamma[c]) + f32(beta[c]), ACT, 0.0) * f32(gamma[c]);
-    sg += gv;
-    sgx += gv * xhat;
+  for (var c = g * cpg; c < (g + 1u) * cpg; c++) {
+    let gc = f32(gamma[c]);
+    let bc = f32(beta[c]);
+    let at = base + (c - g * cpg) * p.S;
+    for (var s = lid; s < p.S; s += WG) {
+      let xhat = (f32(x[at + s]) - mean) * rstd;
+      let gv = f32(dy[at + s]) * activate_grad(xhat * gc + bc, ACT, 0.0) * gc;
+      sg += gv;
+      sgx += gv * xhat;
+    }
   }
   let meanG = wg_sum(sg, lid) / f32(count);
   let meanGx = wg_sum(sgx, lid) / f32(count);
-  for (var i = lid; i < count; i += WG) {
-    let c = g * cpg + i / p.S;
-    let xhat = (f32(x[base + i]) - mean) * rstd;
-    let gv = f32(dy[base + i]) * activate_grad(xhat * f32(gamma[c]) + f32(beta[c]), ACT, 0.0) * f32(gamma[c]);
-    dx[base + i] = TDx(rstd * (gv - meanG - xhat * meanGx));
+  for (var c = g * cpg; c < (g + 1u) * cpg; c++) {
+    let gc = f32(gamma[c]);
+    let bc = f32(beta[c]);
+    let at = base + (c - g * cpg) * p.S;
+    for (var s = lid; s < p.S; s += WG) {
+      let xhat = (f32(x[at + s]) - mean) * rstd;
+      let gv = f32(dy[at + s]) * activate_grad(xhat * gc + bc, ACT, 0.0) * gc;
+      dx[at + s] = TDx(rstd * (gv - meanG - xhat * meanGx));
+    }
   }
 }

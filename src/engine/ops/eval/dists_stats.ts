@@ -13,7 +13,7 @@ export function distsStats(e: Engine, x: Tensor, y: Tensor, c1 = 1e-6, c2 = 1e-6
   e.run({
     kernel: 'dists_stats',
     bindings: { x, y, out },
-    defines: { WG: rowWorkgroup(H * W) },
+    defines: { WG: rowWorkgroup(H * W, e.kernels.path) },
     params: { C, P: H * W, c1, c2 },
     workgroups: [C],
   });
