@@ -5,6 +5,7 @@ import path from 'node:path';
 import { beforeAll, describe, expect, it } from 'vitest';
 import { Engine } from '../src/engine/engine.js';
 import { adapterTraits, chooseKernels } from '../src/engine/kernels.js';
+import { PhaseTimer } from '../src/graph/phase_timer.js';
 import { UNet2DConditionModel } from '../src/graph/sd/unet.js';
 import { FIXTURES, rand } from './helpers.js';
 
@@ -27,6 +28,19 @@ describe('engine memory', () => {
     expect(grown).toBeLessThan(1.5 * weights.length * bytes.length);
     for (const w of weights) w.buffer.destroy();
     e.pool.uncountWeight(weights.length * bytes.length);
+  });
+
+  it('a pipeline phase frees what it pooled: the peak is the largest phase, not the sum of all', async () => {
+    const timer = new PhaseTimer(e);
+    await timer.end('before');
+    const base = e.pool.totalBytes;
+    e.pool.peakBytes = base;
+    for (const [phase, n] of [['a', 2 << 20], ['b', 4 << 20]] as const) {
+      e.tidy(() => { e.zeros([n / 4]); });
+      await timer.end(phase);
+      expect(e.pool.stats.activationBytes).toBe(0);
+    }
+    expect(e.pool.stats.peakBytes - base).toBe(4 << 20); // not 2 + 4 MiB
   });
 
   it('sd-tiny UNet on the CPU path: weights held once, activation textures in the peak, stable over evaluations', async () => {
