@@ -4,6 +4,7 @@
 import type { Engine } from '../src/engine/engine.js';
 import { f32ToF16Bits } from '../src/engine/half.js';
 import { RowChunkedTensor, Tensor, type DType } from '../src/engine/tensor.js';
+import { weightChanged } from '../src/engine/textures.js';
 import { uploadWeight, type Module } from '../src/graph/module.js';
 import { Conv2d, GroupNorm, LayerNorm, Linear } from '../src/graph/nn.js';
 import type { LazyTensorToWrite } from '../src/weights/safetensors.js';
@@ -95,8 +96,10 @@ export function freeParams(root: Module, want: (name: string) => boolean = () =>
   for (const [name, p] of root.namedParams()) {
     if (!want(name)) continue;
     const v = p.value;
-    if (v instanceof Tensor) v.buffer.destroy();
-    else if (v instanceof RowChunkedTensor) for (const c of v.chunks) c.tensor.buffer.destroy();
+    for (const t of v instanceof Tensor ? [v] : v instanceof RowChunkedTensor ? v.chunks.map((c) => c.tensor) : []) {
+      if (t.hasBuffer) t.buffer.destroy(); // on the CPU path a Linear/conv weight may be held only as its texture
+      for (const texture of weightChanged(t)) texture.destroy();
+    }
     p.value = undefined;
   }
 }
