@@ -1,7 +1,7 @@
 import type { Engine } from '../engine.js';
 import { grid } from '../engine.js';
 import { numel, type DType, type Tensor } from '../tensor.js';
-import { LOOP_ELEMENTS, assertShape, collapseAxes, elementwiseGrid, pad8, stridesOf } from './common.js';
+import { LOOP_ELEMENTS, assertShape, collapseAxes, elementwiseGrid, indexRank, pad8, stridesOf } from './common.js';
 import { sumTo } from './elementwise.js';
 
 interface StridedView {
@@ -21,7 +21,7 @@ function copyInto(e: Engine, src: Tensor, from: StridedView, dst: Tensor, to: St
   e.run({
     kernel: 'copy_strided',
     bindings: { src, dst },
-    defines: { RANK: axes.shape.length },
+    defines: { RANK: indexRank(axes.shape.length) },
     params: { shape: s.shape, srcStride: s.strides, dstStride: d.strides, n, srcOff: from.offset, dstOff: to.offset, groupsX },
     workgroups,
   });

@@ -1,7 +1,7 @@
 import type { Engine } from '../engine.js';
 import { grid } from '../engine.js';
 import { numel, type Tensor } from '../tensor.js';
-import { ACT, LOOP_ELEMENTS, assertShape, collapseAxes, elementwiseGrid, pad8, rowWorkgroup, stridesOf, type Activation } from './common.js';
+import { ACT, LOOP_ELEMENTS, assertShape, collapseAxes, elementwiseGrid, indexRank, pad8, rowWorkgroup, stridesOf, type Activation } from './common.js';
 
 /** y = act(x) · scale + shift. */
 export function unary(e: Engine, x: Tensor, act: Activation, opts: { alpha?: number; scale?: number; shift?: number } = {}): Tensor {
@@ -71,7 +71,6 @@ export function broadcast(a: readonly number[], b: readonly number[]): { shape: 
 function binary(e: Engine, op: keyof typeof BINARY_OPS, a: Tensor, b: Tensor): Tensor {
   const { shape, sa, sb } = broadcast(a.shape, b.shape);
   const out = e.empty(shape, a.dtype);
-  // RANK is a define: with it the index loop unrolls to exactly its divisions (1–4 pipelines in practice).
   const axes = collapseAxes(shape, [sa, sb]);
   const A = pad8(axes.shape, axes.strides[0]);
   const B = pad8(axes.shape, axes.strides[1]);
@@ -79,7 +78,7 @@ function binary(e: Engine, op: keyof typeof BINARY_OPS, a: Tensor, b: Tensor): T
   e.run({
     kernel: 'binary',
     bindings: { a, b, out },
-    defines: { RANK: axes.shape.length },
+    defines: { RANK: indexRank(axes.shape.length) },
     params: { shape: A.shape, strideA: A.strides, strideB: B.strides, n: out.size, groupsX, op: BINARY_OPS[op] },
     workgroups,
   });
