@@ -270,7 +270,11 @@ interface ImageResult {
   peakGpuBytes: number;
   /** Bytes of weights, pooled activation buffers and activation textures at that peak. */
   peakGpuSplit: { weights: number; buffers: number; textures: number };
-  /** Distinct compute pipelines built so far in this run, and seconds spent building them (the shader compile). */
+  /**
+   * Distinct compute pipelines built so far in this run (each a driver compile on a first run), and
+   * seconds their creation took: a diagnostic, not the compile time (lavapipe compiles at the first
+   * dispatch, and creation can wait behind queued work).
+   */
   pipelines: number;
   pipelineSeconds: number;
   /** Degradations at or above --threshold, most likely first. */
