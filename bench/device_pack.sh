@@ -29,7 +29,11 @@ MARGIN=$((2 * 1024 * 1024)) # files other sessions may add to the tree before th
 SHARED=${DR_SHARED:-../shared}
 [ -d node_modules/webgpu/dist/linux-x64 ] || { echo "device_pack.sh: node_modules/webgpu/dist/linux-x64 missing: run npm ci first" >&2; exit 1; }
 [ -d "$SHARED/fixtures" ] || { echo "device_pack.sh: $SHARED/fixtures missing (set DR_SHARED)" >&2; exit 1; }
-if [ "$build" = 1 ]; then npm run build >/dev/null; fi
+if [ "$build" = 1 ] && ! out=$(npm run build 2>&1); then
+  echo "$out" | tail -20 >&2
+  echo "device_pack.sh: npm run build failed" >&2
+  exit 1
+fi
 [ -f dist/bench/run.js ] || { echo "device_pack.sh: dist/ not built" >&2; exit 1; }
 
 rm -rf .device
