@@ -78,7 +78,7 @@ doctor() {
     import { adapterTraits, chooseKernels } from "./dist/src/engine/kernels.js";
     const gpu = await getGpu();
     const traits = adapterTraits(gpu);
-    console.log(JSON.stringify({ ...gpu.info, traits, kernels: chooseKernels(traits) }, null, 2));
+    console.log(JSON.stringify({ ...gpu.info, traits, kernels: chooseKernels(traits, process.env.DR_KERNELS) }, null, 2));
     process.exit(0);'
 }
 export -f doctor
