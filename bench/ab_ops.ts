@@ -1,17 +1,19 @@
 // A/B of the elementwise and norm kernels against their previous versions, through the same shapes
 // the SD models run, alternating in one process so that other load hits both alike:
-//   for k in binary copy_strided group_norm layer_norm geglu; do
+//   for k in binary copy_strided group_norm layer_norm geglu to_texture; do
 //     git show 6490fa2:src/engine/wgsl/$k.wgsl > dist/src/engine/wgsl/${k}_old.wgsl; done
-//   node dist/bench/ab_ops.js [binary] [copy] [group_norm] [layer_norm] [geglu] [--rounds 3]
+//   node dist/bench/ab_ops.js [binary] [copy] [group_norm] [layer_norm] [geglu] [to_texture] [--rounds 3]
 // `old` dispatches the *_old kernel as the op did before; `new` is the op itself. Prints ms per call,
 // wall clock (best) and CPU-normalised (process CPU seconds ÷ cores ÷ calls, steady under load),
-// and the largest difference between the two outputs relative to the largest value.
+// and the largest difference between the two outputs relative to the largest value (to_texture: its
+// input, the texture is not read back).
 import os from 'node:os';
 import { Engine } from '../src/engine/engine.js';
 import { elementwiseGrid, pad8, rowWorkgroup, stridesOf, ACT } from '../src/engine/ops/common.js';
 import { add, broadcast, geglu } from '../src/engine/ops/elementwise.js';
 import { permute, upsampleNearest2x } from '../src/engine/ops/copy.js';
 import { groupNorm, layerNorm } from '../src/engine/ops/norms.js';
+import { toTexture } from '../src/engine/ops/matmul_tex.js';
 import { grid } from '../src/engine/engine.js';
 import type { Tensor } from '../src/engine/tensor.js';
 import { fmt, measure, rand } from './timing.js';
@@ -80,6 +82,21 @@ function oldGeglu(e: Engine, x: Tensor): Tensor {
   return y;
 }
 
+function oldToTexture(e: Engine, src: Tensor, rows: number, K: number): Tensor {
+  const dst = e.texturePool.acquire(Math.ceil(K / 4), rows, 'rgba32float');
+  e.run({ kernel: 'to_texture_old', bindings: { src }, textures: { dst },
+    params: { rows, rowsPerItem: rows, segs: 1, segCols: K, base: 0, sItem: 0, sRow: K, sSeg: 0, sK: 1 }, workgroups: [Math.ceil(Math.ceil(K / 4) / 64), rows] });
+  e.texturePool.release(dst);
+  return src;
+}
+
+function newToTexture(e: Engine, src: Tensor, rows: number, K: number): Tensor {
+  const dst = e.texturePool.acquire(Math.ceil(K / 4), rows, 'rgba32float');
+  toTexture(e, src, dst, { rows, rowsPerItem: rows, segs: 1, segCols: K, base: 0, sItem: 0, sRow: K, sSeg: 0, sK: 1 });
+  e.texturePool.release(dst);
+  return src;
+}
+
 function cases(e: Engine): Case[] {
   const out: Case[] = [];
   const up = (shape: number[], seed: number) => e.keep(e.upload(rand(shape.reduce((p, d) => p * d, 1), seed), shape));
@@ -118,6 +135,13 @@ function cases(e: Engine): Case[] {
     for (const shape of [[1, 1024, 2560], [1, 64, 10240]]) {
       const x = up(shape, 11);
       out.push({ name: `geglu [${shape}]`, old: () => oldGeglu(e, x), now: () => geglu(e, x) });
+    }
+  }
+  if (want('to_texture')) {
+    // Matmul operands as the CPU path copies them (K not a multiple of 64: no copyBufferToTexture).
+    for (const [rows, K] of [[1024, 32], [1024, 320], [4096, 40]]) {
+      const x = up([rows, K], 12);
+      out.push({ name: `to_texture [${rows}, ${K}]`, old: () => oldToTexture(e, x, rows, K), now: () => newToTexture(e, x, rows, K) });
     }
   }
   return out;

@@ -92,6 +92,6 @@ export function toTexture(e: Engine, src: Tensor, dst: GPUTexture, v: TextureVie
     bindings: { src },
     textures: { dst },
     params: { ...v },
-    workgroups: [Math.ceil((v.segs * Math.ceil(v.segCols / (packed ? 8 : 4))) / 64), v.rows],
+    workgroups: [Math.ceil((v.segs * Math.ceil(v.segCols / (packed ? 8 : 4))) / 8), Math.ceil(v.rows / 64)], // 8 texels × 64 rows
   });
 }
