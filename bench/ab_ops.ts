@@ -132,7 +132,7 @@ function cases(e: Engine): Case[] {
     }
   }
   if (want('geglu')) {
-    for (const shape of [[1, 1024, 2560], [1, 64, 10240]]) {
+    for (const shape of [[1, 1024, 256], [1, 1024, 2560], [1, 64, 10240]]) {
       const x = up(shape, 11);
       out.push({ name: `geglu [${shape}]`, old: () => oldGeglu(e, x), now: () => geglu(e, x) });
     }

@@ -310,8 +310,8 @@ describe('engine', () => {
 });
 
 describe('diffusion helpers', () => {
-  // F = 150: rows longer than the 64 threads that loop over them.
-  it.each([[7, 45], [3, 150]])('geglu: hidden · gelu(gate), %i rows of odd width %i', async (rows, F) => {
+  // F = 150: rows longer than the 64 threads that loop over them; 21 rows: 8 a workgroup and a partial one.
+  it.each([[7, 45], [3, 150], [21, 70]])('geglu: hidden · gelu(gate), %i rows of odd width %i', async (rows, F) => {
     const x = rand(rows * 2 * F, 40, 3);
     const ref = Array.from({ length: rows * F }, (_, i) => {
       const r = Math.floor(i / F);
