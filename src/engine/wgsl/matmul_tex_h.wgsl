@@ -58,6 +58,13 @@ fn main(@builtin(workgroup_id) wg: vec3u, @builtin(subgroup_invocation_id) sl: u
     kstep(&acc, &a, 3u, w0.w, w1.w);
   }
   let cItem = p.cBase + wg.z * p.cItem;
+  // The 16 columns' bias read once, not once per element under the uniform branch.
+  var bv: array<vec4<f32>, G>;
+  if (p.hasBias != 0u) {
+    for (var g = 0u; g < G; g++) {
+      for (var s = 0u; s < 4u; s++) { bv[g][s] = f32(bias[min(n0 + 4u * g + s, p.N - 1u)]); }
+    }
+  }
   for (var r = 0u; r < R; r++) {
     let m = mb + 8u * r + sl;
     if (m >= p.M) { continue; }
@@ -65,9 +72,7 @@ fn main(@builtin(workgroup_id) wg: vec3u, @builtin(subgroup_invocation_id) sl: u
       for (var s = 0u; s < 4u; s++) {
         let n = n0 + 4u * g + s;
         if (n >= p.N) { break; }
-        var v = acc[r][g][s];
-        if (p.hasBias != 0u) { v += f32(bias[n]); }
-        c[cItem + m * p.N + n] = TC(activate(v, p.act, p.alpha));
+        c[cItem + m * p.N + n] = TC(activate(acc[r][g][s] + bv[g][s], p.act, p.alpha));
       }
     }
   }
