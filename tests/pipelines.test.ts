@@ -2,7 +2,7 @@
 // 2.5 s warm on the tiny models, issue 12), so what only selects a branch (activation, bias,
 // binary op, number of terms) is a uniform, not a define: every variant of an op reuses the
 // pipeline its first call built. Runs on the kernel path DR_KERNELS selects (both are tested).
-import { beforeAll, describe, expect, it } from 'vitest';
+import { beforeAll, describe, expect, it, vi } from 'vitest';
 import { Engine } from '../src/engine/engine.js';
 import { linear } from '../src/engine/ops/matmul.js';
 import { conv2d } from '../src/engine/ops/conv2d.js';
@@ -60,5 +60,21 @@ describe('pipelines', () => {
     expectClose(await e.read(outs[11]), new Float32Array(xs.length));
     expectClose(await e.read(outs[16]), xs.map((v) => 10 * v));
     for (const t of [...outs, x, w, bias, img, cw, cb, gamma, beta]) e.release(t);
+  });
+
+  it('DR_LOG_PIPELINES=1 lists each pipeline once, as it is built, with its build time', async () => {
+    const fresh = await Engine.create();
+    const lines: string[] = [];
+    const spy = vi.spyOn(process.stderr, 'write').mockImplementation((s) => (lines.push(String(s)), true));
+    process.env.DR_LOG_PIPELINES = '1';
+    try {
+      const x = fresh.upload(rand(10, 1), [10]);
+      await fresh.read(fresh.tidy(() => fresh.keep(silu(fresh, gelu(fresh, x)))));
+    } finally {
+      delete process.env.DR_LOG_PIPELINES;
+      spy.mockRestore();
+    }
+    expect(lines).toHaveLength(1);
+    expect(lines[0]).toMatch(/^pipeline \d+ ms unary\|x:f32,y:f32\|/);
   });
 });
