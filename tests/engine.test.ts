@@ -18,14 +18,14 @@ beforeAll(async () => {
 const WGSL = `${REPO}/src/engine/wgsl`;
 
 describe('kernel interface', () => {
-  it('every kernel in src/engine/wgsl parses: bindings 1..n and a supported struct Params', () => {
+  it('every kernel in src/engine/wgsl parses: bindings 1..n (buffers, then textures) and a supported struct Params', () => {
     const files = readdirSync(WGSL).filter((f) => f.endsWith('.wgsl')).map((f) => f.slice(0, -5));
     const read = (name: string): string => readFileSync(`${WGSL}/${name}.wgsl`, 'utf8');
     for (const kernel of files) {
       const src = expandIncludes(kernel, read);
       if (!/@compute/.test(src)) continue; // a helper
       const iface = parseInterface(kernel, src);
-      expect(iface.bindings.length, kernel).toBeGreaterThan(0);
+      expect(iface.bindings.length + iface.textures.length, kernel).toBeGreaterThan(0);
     }
   });
 
