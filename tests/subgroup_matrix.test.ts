@@ -106,7 +106,7 @@ describe('subgroup-matrix kernel on Dawn\'s null backend (compiles and validates
       info: { adapter: 'null', vendor: '', architecture: '', description: '', backend: 'null', software: false, features, limits: {}, subgroupMatrixConfigs: [] },
       hasF16: true, hasSubgroups: true, hasTimestamps: false, hasSubgroupMatrix: true,
     };
-    e = Engine.onGpu(gpu);
+    e = Engine.onGpu(gpu, { kernels: 'gpu' }); // not DR_KERNELS: the null adapter's 4-lane subgroups cannot take the CPU path
     rec = recorder(e);
   });
   afterAll(() => e?.device.destroy());

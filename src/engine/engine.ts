@@ -65,6 +65,8 @@ export interface EngineOptions {
   maxBindingBytes?: number;
   /** Times every dispatch (profiler.ts) without DR_PROFILE's report at exit (bench/profile.ts reads it). */
   profile?: boolean;
+  /** The kernel path to force, as DR_KERNELS (which it replaces): for an adapter a test makes itself. */
+  kernels?: 'cpu' | 'gpu';
 }
 
 const WGSL_DIR = new URL('./wgsl/', import.meta.url);
@@ -121,7 +123,7 @@ export class Engine {
     this.maxBinding = Math.min(device.limits.maxStorageBufferBindingSize, opts.maxBindingBytes ?? Infinity);
     this.pool = new BufferPool(device);
     this.texturePool = new TexturePool(device, (bytes) => this.pool.countTextures(bytes));
-    this.kernels = chooseKernels(adapterTraits(gpu), process.env.DR_KERNELS);
+    this.kernels = chooseKernels(adapterTraits(gpu), opts.kernels ?? process.env.DR_KERNELS);
     const profile = process.env.DR_PROFILE;
     if (profile || opts.profile) {
       if (!gpu.hasTimestamps) throw new DrError(`DR_PROFILE: this adapter has no timestamp-query feature to time kernels with`);
