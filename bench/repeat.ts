@@ -5,6 +5,7 @@
 //   node dist/bench/repeat.js [--model sd15|tiny] [--latent 8] [--evals 3] [--dtype f32]
 import os from 'node:os';
 import path from 'node:path';
+import { PerformanceObserver } from 'node:perf_hooks';
 import { Engine } from '../src/engine/engine.js';
 import type { DType } from '../src/engine/tensor.js';
 import { UNet2DConditionModel, readUNetConfig } from '../src/graph/sd/unet.js';
@@ -21,6 +22,9 @@ const model = option('model', 'sd15');
 const h = Number(option('latent', '8'));
 const evals = Number(option('evals', '3'));
 const dtype = option('dtype', 'f32') as DType;
+
+let gcMs = 0;
+new PerformanceObserver((list) => { for (const entry of list.getEntries()) gcMs += entry.duration; }).observe({ entryTypes: ['gc'] });
 
 const e = await Engine.create();
 const t0 = performance.now();
@@ -44,11 +48,12 @@ for (let i = 0; i < evals; i++) {
   const start = performance.now();
   const cpu0 = process.cpuUsage();
   const faults0 = process.resourceUsage().minorPageFault;
+  const gc0 = gcMs;
   const out = e.keep(e.tidy(() => unet.forward(e, sample, 500, context)));
   await e.read(out);
   e.release(out);
   const cpu = process.cpuUsage(cpu0);
   const faults = process.resourceUsage().minorPageFault - faults0;
   progress(`eval ${i + 1}: ${fmt(performance.now() - start, 0)} ms (process CPU ${fmt(cpu.user / 1e3, 0)} user + ${fmt(cpu.system / 1e3, 0)} system ms, ` +
-    `${faults} page faults, load ${fmt(os.loadavg()[0], 1)}); ${mem()}`);
+    `${faults} page faults, GC ${fmt(gcMs - gc0, 0)} ms, load ${fmt(os.loadavg()[0], 1)}); ${mem()}`);
 }
