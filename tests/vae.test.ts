@@ -6,6 +6,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { Engine } from '../src/engine/engine.js';
 import type { Tensor } from '../src/engine/tensor.js';
 import { AutoencoderKL } from '../src/graph/sd/vae.js';
+import { decodeTiled, fitBinding } from '../src/graph/sd/vae_tiles.js';
 import { SafetensorsFile } from '../src/weights/safetensors.js';
 import { absMax, expectClose, FIXTURES } from './helpers.js';
 
@@ -73,5 +74,28 @@ describe('sd-tiny VAE parity with diffusers', () => {
 
   it('rejects images whose sides do not divide by the downsampling factor', () => {
     expect(() => vae.encode(e, e.upload(new Float32Array(3 * 60 * 64), [1, 3, 60, 64]))).toThrow(/multiple of 8/);
+  });
+});
+
+describe('full-resolution tiles that fit one storage binding (fitBinding)', () => {
+  it('shrinks the tile, its overlap in proportion, only where the widest activation would exceed a binding', () => {
+    const lavapipe = { maxBinding: 128 * 2 ** 20 } as Engine;
+    // 512 f32 channels at 256² are exactly 128 MiB; 256 channels fit 362² (45 latent cells).
+    expect(fitBinding(lavapipe, { size: 64, overlap: 16 }, 8, 512)).toEqual({ size: 32, overlap: 8 });
+    expect(fitBinding(lavapipe, { size: 64, overlap: 16 }, 8, 256)).toEqual({ size: 45, overlap: 11 });
+    expect(fitBinding({ maxBinding: 2 ** 31 } as Engine, { size: 64, overlap: 16 }, 8, 512)).toEqual({ size: 64, overlap: 16 });
+    expect(fitBinding(lavapipe, undefined, 8, 512)).toEqual({ size: 32, overlap: 8 });
+  });
+
+  it('decodes a latent whose untiled activations exceed the binding limit', async () => {
+    const small = await Engine.create({ maxBindingBytes: 512 * 1024 });
+    const tiny = AutoencoderKL.load(small, path.join(SD, 'vae'), 'f32');
+    const z = small.upload(Float32Array.from({ length: 4 * 16 * 16 }, (_, i) => Math.sin(i * 0.7)), [1, 4, 16, 16]);
+    // Untiled, the decoder's 16-channel layers at 128² need 1 MiB in one binding.
+    expect(() => small.tidy(() => tiny.decode(small, z))).toThrow(/more than this GPU binds at once/);
+    const widest = Math.max(...tiny.config.blockOut);
+    const image = small.tidy(() => decodeTiled(small, z, 8, 3, fitBinding(small, undefined, 8, widest), (t) => tiny.decode(small, t)));
+    expect(image.shape).toEqual([1, 3, 128, 128]);
+    expect((await small.read(image)).every(Number.isFinite)).toBe(true);
   });
 });

@@ -17,7 +17,7 @@ import { ControlNetModel } from './sd/controlnet.js';
 import { denoise } from './sd/denoise.js';
 import { PhaseTimer } from './phase_timer.js';
 import { StableDiffusion } from './sd/pipeline.js';
-import { decodeTiled, encodeTiled, type TileSize } from './sd/vae_tiles.js';
+import { decodeTiled, encodeTiled, fitBinding, type TileSize } from './sd/vae_tiles.js';
 import { scale } from '../engine/ops/elementwise.js';
 
 export const CLEAN_TEXT = 'a clean, sharp, high-quality photo';
@@ -93,11 +93,13 @@ export class TrainingFreeRestorer {
     sd.scheduler.setTimesteps(o.steps);
     const start = o.steps - Math.min(Math.floor(o.steps * o.strength), o.steps);
     const { downFactor: f, config } = sd.vae;
-    const x0 = e.keep(e.tidy(() => encodeTiled(e, scale(e, lq, 2, -1), f, config.latentChannels, o.tile, (x) => sd.vae.encode(e, x)))); // [1, 4, H/8, W/8]
+    // The VAE and the hint embedding run at full resolution: the VAE's widest level bounds their tiles.
+    const fullRes = fitBinding(e, o.tile, f, Math.max(...config.blockOut));
+    const x0 = e.keep(e.tidy(() => encodeTiled(e, scale(e, lq, 2, -1), f, config.latentChannels, fullRes, (x) => sd.vae.encode(e, x)))); // [1, 4, H/8, W/8]
     const noised = e.keep(e.tidy(() => sd.scheduler.addNoise(e, x0, e.upload(seededNormal(x0.size, o.seed), x0.shape), sd.scheduler.timesteps[start])));
     await timer.end('encode');
     // [1, C0, H/8, W/8]: the conditioning embedding runs at full resolution, so it is tiled like the VAE.
-    const hint = e.keep(e.tidy(() => encodeTiled(e, lq, f, sd.unet.config.blockOut[0], o.tile, (x) => this.controlnet.embedHint(e, x))));
+    const hint = e.keep(e.tidy(() => encodeTiled(e, lq, f, sd.unet.config.blockOut[0], fullRes, (x) => this.controlnet.embedHint(e, x))));
     await timer.end('control');
     let latent: Tensor;
     try {
@@ -115,7 +117,7 @@ export class TrainingFreeRestorer {
     }
     e.release(noised);
     await timer.end('denoise');
-    const image = this.decode(e, latent, o.tile);
+    const image = this.decode(e, latent, fullRes);
     e.release(latent);
     await timer.end('decode');
     return { image, detected, scores, seconds: timer.seconds, cpuSeconds: timer.cpuSeconds };

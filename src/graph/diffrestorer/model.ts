@@ -15,7 +15,7 @@ import { loadFromCheckpoint, type Precision } from '../module.js';
 import { scale } from '../../engine/ops/elementwise.js';
 import { denoise } from '../sd/denoise.js';
 import { PhaseTimer } from '../phase_timer.js';
-import { decodeTiled, encodeTiled, type TileSize } from '../sd/vae_tiles.js';
+import { decodeTiled, encodeTiled, fitBinding, type TileSize } from '../sd/vae_tiles.js';
 import { crop } from '../../engine/ops/eval/tiles.js';
 import { SdBase } from '../sd/single_file.js';
 import { UniPCScheduler, readUniPCConfig } from '../sd/unipc.js';
@@ -134,7 +134,9 @@ export class DiffRestorer {
     await timer.end('clip');
 
     // c [1, C0, H/8, W/8]: the control encoder runs at full resolution, so it is tiled like the VAE.
-    const hint = e.keep(e.tidy(() => encodeTiled(e, lq, this.vae.downFactor, this.unet.config.blockOut[0], o.tile,
+    // The control encoder, VAE and decoder run at full resolution: the VAE's widest level bounds their tiles.
+    const fullRes = fitBinding(e, o.tile, this.vae.downFactor, Math.max(...this.vae.config.blockOut));
+    const hint = e.keep(e.tidy(() => encodeTiled(e, lq, this.vae.downFactor, this.unet.config.blockOut[0], fullRes,
       (x) => this.control.network.embedHint(e, x, degradation))));
     await timer.end('control');
     const noise = e.upload(seededNormal(4 * (H / 8) * (W / 8), o.seed), [1, 4, H / 8, W / 8]);
@@ -155,7 +157,7 @@ export class DiffRestorer {
       for (const t of [hint, noise, semantic, uncond]) if (t) e.release(t);
     }
     await timer.end('denoise');
-    const image = e.tidy(() => decodeTiled(e, latent, this.vae.downFactor, 3, o.tile, (z, window) => {
+    const image = e.tidy(() => decodeTiled(e, latent, this.vae.downFactor, 3, fullRes, (z, window) => {
       const { levels } = this.vae.encodeMoments(e, scaleTo11(e, crop(e, lq, window))); // z_lq skips of I_LQ
       return this.decoder.decode(e, z, levels, degradation);
     }));

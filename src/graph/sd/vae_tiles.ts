@@ -13,6 +13,19 @@ export interface TileSize {
   overlap: number;
 }
 
+/**
+ * The tile for a full-resolution pass (VAE, hint encoders): `tile`, made smaller (its overlap in
+ * proportion) where one tile's widest activation, `widest` f32 channels per pixel, would not fit
+ * in one storage binding. Lavapipe binds 128 MiB; the SD VAE decoder's 256-channel layers take
+ * 256 MiB at 512². Without a tile, one is made only if the whole image would not fit.
+ */
+export function fitBinding(e: Engine, tile: TileSize | undefined, f: number, widest: number): TileSize | undefined {
+  const maxSide = Math.max(1, Math.floor(Math.sqrt(e.maxBinding / (widest * 4)) / f)); // latent cells
+  if (!tile) return { size: maxSide, overlap: Math.floor(maxSide / 4) };
+  if (tile.size <= maxSide) return tile;
+  return { size: maxSide, overlap: Math.floor((tile.overlap * maxSide) / tile.size) };
+}
+
 /** A latent tile's window in pixels. */
 const toPixels = (t: Tile, f: number): Tile => ({ ...t, y0: t.y0 * f, x0: t.x0 * f, h: t.h * f, w: t.w * f });
 
