@@ -22,10 +22,11 @@ describe('engine memory', () => {
     const bytes = new Uint8Array(32 * MiB);
     await e.sync();
     const rss0 = process.memoryUsage.rss();
-    const weights = Array.from({ length: 4 }, () => e.createWeight(bytes, [bytes.length / 4], 'f32'));
+    const weights = Array.from({ length: 8 }, () => e.createWeight(bytes, [bytes.length / 4], 'f32'));
     const grown = process.memoryUsage.rss() - rss0;
-    // 128 MiB of weights, plus at most 64 MiB of staging copies not yet submitted (before: 256 MiB).
-    expect(grown).toBeLessThan(1.5 * weights.length * bytes.length);
+    // 256 MiB of weights, at most 64 MiB of staging copies not yet submitted, and 64 MiB for the rest of
+    // the process (measured: 4 MiB); before, 512 MiB (a staging copy of every weight).
+    expect(grown).toBeLessThan(weights.length * bytes.length + 128 * MiB);
     for (const w of weights) w.buffer.destroy();
     e.pool.uncountWeight(weights.length * bytes.length);
   });
